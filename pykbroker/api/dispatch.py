@@ -1,0 +1,187 @@
+"""The request dispatcher (Kafka's ``KafkaApis``): one frame in, one response frame out.
+
+It is the firewall between bytes from the network and the handlers:
+
+* a frame whose header cannot be read, or that names an API or version pykbroker does not
+  serve, raises ``CloseConnection`` (Kafka's SocketServer closes such connections), except
+  ApiVersions at too new a version, which is answered at v0 with ``UNSUPPORTED_VERSION`` so the
+  client can downgrade;
+* a body that does not decode raises ``CloseConnection`` too;
+* a ``KafkaError`` from a handler becomes that error code in the response;
+* any other exception is logged with the request summary and answered with
+  ``UNKNOWN_SERVER_ERROR``; the connection stays open.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .context import BrokerServices, RequestContext
+from .handlers import HANDLERS
+from .protocol import codec
+from .protocol.api_keys import RELEASE_4_1, ApiKey
+from .protocol.codec import CodecError
+from .protocol.errors import ErrorCode, KafkaError
+from .protocol.header import (
+    RequestHeader,
+    decode_request_header,
+    encode_response_header,
+    peek_api,
+    response_header_version,
+)
+from .protocol.registry import api_name, request_message, response_message
+
+log = logging.getLogger(__name__)
+trace_log = logging.getLogger("pykbroker.trace")
+
+Handler = Callable[[RequestContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+#: The (min, max) versions served: Kafka 4.1's range for every API that has a handler.
+SUPPORTED: dict[int, tuple[int, int]] = {
+    key: RELEASE_4_1[key] for key in HANDLERS if key in RELEASE_4_1
+}
+
+#: Produce v0-2 are listed for old librdkafka (KAFKA-18659) but rejected, as in Kafka 4.x.
+_LISTED_ONLY = {ApiKey.PRODUCE: 3}
+
+_SIZE = struct.Struct(">i")
+
+
+class CloseConnection(Exception):
+    """The connection must be closed: the peer sent something that cannot be answered."""
+
+
+def advertised_api_keys() -> list[dict[str, int]]:
+    return [
+        {"api_key": key, "min_version": low, "max_version": high}
+        for key, (low, high) in sorted(SUPPORTED.items())
+    ]
+
+
+def _frame(header: bytes, body: bytes) -> bytes:
+    return _SIZE.pack(len(header) + len(body)) + header + body
+
+
+def unsupported_api_versions_response(correlation_id: int) -> bytes:
+    """ApiVersions v0 with UNSUPPORTED_VERSION and the versions served (KIP-511)."""
+    body = codec.encode(
+        response_message(ApiKey.API_VERSIONS),
+        0,
+        {"error_code": ErrorCode.UNSUPPORTED_VERSION, "api_keys": advertised_api_keys()},
+    )
+    return _frame(encode_response_header(correlation_id, 0), body)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+class Dispatcher:
+    """Decodes request frames, calls handlers and encodes response frames."""
+
+    def __init__(self, broker: BrokerServices, *, trace: bool = False) -> None:
+        self.broker = broker
+        self.trace = trace
+
+    def parse(self, frame: bytes) -> tuple[RequestHeader, dict[str, Any]] | bytes:
+        """The header and request, or ready response bytes (ApiVersions downgrade)."""
+        try:
+            api_key, api_version, correlation_id = peek_api(frame)
+        except CodecError as exc:
+            raise CloseConnection(str(exc)) from exc
+        served = SUPPORTED.get(api_key)
+        low = _LISTED_ONLY.get(api_key, served[0]) if served else 0
+        if served is None or not low <= api_version <= served[1]:
+            if api_key == ApiKey.API_VERSIONS:
+                return unsupported_api_versions_response(correlation_id)
+            raise CloseConnection(
+                f"unsupported API {api_name(api_key)} (key {api_key}) version {api_version}"
+            )
+        try:
+            header, offset = decode_request_header(frame)
+            request = codec.decode(
+                request_message(api_key), api_version, memoryview(frame)[offset:]
+            )
+        except CodecError as exc:
+            raise CloseConnection(
+                f"cannot decode {api_name(api_key)} v{api_version} request: {exc}"
+            ) from exc
+        return header, request
+
+    async def handle(
+        self, header: RequestHeader, request: dict[str, Any], client_host: str, connection_id: str
+    ) -> bytes | None:
+        """Run the handler; return the response frame, or None when none is due (acks=0)."""
+        api_key = header.request_api_key
+        handler: Handler = HANDLERS[api_key]
+        ctx = RequestContext(header, self.broker, client_host, connection_id)
+        if self.trace:
+            self._trace("request", header, request, connection_id)
+        try:
+            response = await handler(ctx, request)
+        except KafkaError as exc:
+            response = self._error_response(header, exc.code, exc.message)
+        except Exception:
+            log.exception(
+                "unexpected error handling %s v%d (correlation id %d, client %r, from %s)",
+                api_name(api_key),
+                header.request_api_version,
+                header.correlation_id,
+                header.client_id,
+                client_host,
+            )
+            response = self._error_response(header, ErrorCode.UNKNOWN_SERVER_ERROR, None)
+        if response is None:
+            return None
+        if self.trace:
+            self._trace("response", header, response, connection_id)
+        version = header.request_api_version
+        body = codec.encode(response_message(api_key), version, response)
+        head = encode_response_header(
+            header.correlation_id, response_header_version(api_key, version)
+        )
+        return _frame(head, body)
+
+    def _error_response(
+        self, header: RequestHeader, code: ErrorCode, message: str | None
+    ) -> dict[str, Any]:
+        fields = {f.name for f in response_message(header.request_api_key).fields}
+        if "error_code" not in fields:
+            raise CloseConnection(
+                f"{api_name(header.request_api_key)} failed with {code.name} and has no "
+                "top-level error code to report it"
+            )
+        response: dict[str, Any] = {"error_code": code}
+        if "error_message" in fields:
+            response["error_message"] = message
+        return response
+
+    def _trace(
+        self, kind: str, header: RequestHeader, message: dict[str, Any], connection_id: str
+    ) -> None:
+        trace_log.info(
+            json.dumps(
+                {
+                    "kind": kind,
+                    "api": api_name(header.request_api_key),
+                    "version": header.request_api_version,
+                    "correlation_id": header.correlation_id,
+                    "client_id": header.client_id,
+                    "connection": connection_id,
+                    "body": _jsonable(message),
+                }
+            )
+        )

@@ -1,0 +1,107 @@
+"""Fetch (key 1), versions 4-18, for consumers.
+
+Behaviour: for each partition, the bytes of whole record batches from the one containing
+``fetch_offset`` up to the high watermark (the last stable offset for read_committed), limited
+by ``partition_max_bytes`` and the request's ``max_bytes`` — but at least one whole batch for
+the first partition with data, as Kafka does, so a consumer always makes progress. When fewer
+than ``min_bytes`` are available the request waits until data arrives (it answers as soon as
+a produce lands) or ``max_wait_ms`` passes. Fetch sessions (KIP-227) are declined: the
+response carries session id 0, so clients keep sending full fetch requests; a request for an
+incremental fetch of an unknown session gets FETCH_SESSION_ID_NOT_FOUND.
+
+Errors per partition: OFFSET_OUT_OF_RANGE, UNKNOWN_TOPIC_OR_PARTITION (UNKNOWN_TOPIC_ID at
+v13+), NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH (v9+, KIP-320).
+
+Per version: v5 log start offset, v7 sessions, v9 current leader epoch, v11 rack and
+preferred read replica (always -1: no follower fetching), v12 flexible, v13 topic ids, v15
+replica state (follower fetches are served by the replication layer, not here yet).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pykbroker.api.context import RequestContext
+from pykbroker.api.protocol.api_keys import ApiKey
+from pykbroker.api.protocol.errors import ErrorCode
+from pykbroker.replication.replica_manager import FetchPartitionRequest
+
+API_KEY = ApiKey.FETCH
+
+
+async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+    replica_manager = ctx.broker.service("replica_manager")
+    image = ctx.broker.service("controller").image
+    by_id = ctx.api_version >= 13
+    if request["session_id"] != 0 or request["session_epoch"] > 0:
+        return {
+            "throttle_time_ms": 0,
+            "error_code": ErrorCode.FETCH_SESSION_ID_NOT_FOUND,
+            "session_id": 0,
+            "responses": [],
+        }
+    wanted: list[FetchPartitionRequest] = []
+    layout: list[tuple[dict[str, Any], list[tuple[int, tuple[str, int] | None]]]] = []
+    for topic in request["topics"]:
+        name = topic["topic"]
+        if by_id:
+            found = image.topics_by_id.get(topic["topic_id"])
+            name = found.name if found is not None else None
+        parts: list[tuple[int, tuple[str, int] | None]] = []
+        for part in topic["partitions"]:
+            if name is None:
+                parts.append((part["partition"], None))
+                continue
+            wanted.append(
+                FetchPartitionRequest(
+                    name,
+                    part["partition"],
+                    part["fetch_offset"],
+                    part["partition_max_bytes"],
+                    part["current_leader_epoch"],
+                )
+            )
+            parts.append((part["partition"], (name, part["partition"])))
+        layout.append((topic, parts))
+    results = await replica_manager.fetch_records(
+        wanted,
+        max_wait_ms=request["max_wait_ms"] if len(wanted) == sum(len(p) for _, p in layout) else 0,
+        min_bytes=request["min_bytes"],
+        max_bytes=request["max_bytes"],
+        isolation_level=request["isolation_level"],
+    )
+    responses = []
+    for topic, parts in layout:
+        partitions = []
+        for index, tp in parts:
+            if tp is None:
+                partitions.append(
+                    {
+                        "partition_index": index,
+                        "error_code": ErrorCode.UNKNOWN_TOPIC_ID,
+                        "high_watermark": -1,
+                        "records": None,
+                    }
+                )
+                continue
+            result = results[tp]
+            partitions.append(
+                {
+                    "partition_index": index,
+                    "error_code": result.error,
+                    "high_watermark": result.high_watermark,
+                    "last_stable_offset": result.last_stable_offset,
+                    "log_start_offset": result.log_start_offset,
+                    "aborted_transactions": None if request["isolation_level"] == 0 else [],
+                    "records": result.records,
+                }
+            )
+        responses.append(
+            {"topic": topic["topic"], "topic_id": topic["topic_id"], "partitions": partitions}
+        )
+    return {
+        "throttle_time_ms": 0,
+        "error_code": ErrorCode.NO_ERROR,
+        "session_id": 0,
+        "responses": responses,
+    }

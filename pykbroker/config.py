@@ -1,0 +1,264 @@
+"""BrokerConfig: the broker's settings, read from Kafka-named keys (``server.properties``).
+
+Attributes are Kafka property names with dots turned into underscores (``log.segment.bytes`` ->
+``log_segment_bytes``). ``BrokerConfig.from_properties`` validates every value before the broker
+touches the disk; a bad value raises ``ConfigError`` naming the key, and keys pykbroker does not
+know are returned so the caller can warn about them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+_LISTENER = re.compile(r"^(?P<name>[A-Za-z0-9_]+)://(?P<host>\[[^\]]*\]|[^:]*):(?P<port>\d+)$")
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One entry of ``listeners`` / ``advertised.listeners``: NAME://host:port."""
+
+    name: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.name}://{self.host}:{self.port}"
+
+
+def parse_listeners(key: str, text: str) -> tuple[Listener, ...]:
+    listeners = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = _LISTENER.match(item)
+        if match is None:
+            raise ConfigError(f"{key}: {item!r} is not of the form NAME://host:port")
+        port = int(match["port"])
+        if port > 65535:
+            raise ConfigError(f"{key}: port {port} out of range")
+        listeners.append(Listener(match["name"].upper(), match["host"].strip("[]"), port))
+    if not listeners:
+        raise ConfigError(f"{key}: no listener given")
+    return tuple(listeners)
+
+
+def _int(low: int, high: int = 2**63 - 1) -> Callable[[str, str], int]:
+    def parse(key: str, text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ConfigError(f"{key}: {text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{key}: {value} is outside [{low}, {high}]")
+        return value
+
+    return parse
+
+
+def _bool(key: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise ConfigError(f"{key}: {text!r} is not true or false")
+    return value == "true"
+
+
+def _roles(key: str, text: str) -> tuple[str, ...]:
+    roles = tuple(r.strip() for r in text.split(",") if r.strip())
+    if not roles or any(r not in ("broker", "controller") for r in roles):
+        raise ConfigError(f"{key}: {text!r} must be broker, controller or broker,controller")
+    return roles
+
+
+def _dirs(key: str, text: str) -> tuple[Path, ...]:
+    dirs = tuple(Path(d.strip()) for d in text.split(",") if d.strip())
+    if not dirs:
+        raise ConfigError(f"{key}: no directory given")
+    return dirs
+
+
+def _str(key: str, text: str) -> str:
+    return text.strip()
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(key: str, text: str) -> str:
+        value = text.strip()
+        if value not in choices:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+_MS_DAY = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """A broker's configuration; defaults are Kafka's (or a single-node development setup)."""
+
+    node_id: int = 1
+    process_roles: tuple[str, ...] = ("broker", "controller")
+    listeners: tuple[Listener, ...] = (Listener("PLAINTEXT", "127.0.0.1", 9092),)
+    advertised_listeners: tuple[Listener, ...] | None = None
+    log_dirs: tuple[Path, ...] = (Path("pykbroker-data"),)
+    num_partitions: int = 1
+    default_replication_factor: int = 1
+    auto_create_topics_enable: bool = True
+    delete_topic_enable: bool = True
+    log_segment_bytes: int = 1_073_741_824
+    log_roll_ms: int = 7 * _MS_DAY
+    log_index_size_max_bytes: int = 10_485_760
+    log_index_interval_bytes: int = 4096
+    log_retention_ms: int = 7 * _MS_DAY
+    log_retention_bytes: int = -1
+    log_cleanup_policy: str = "delete"
+    log_message_timestamp_type: str = "CreateTime"
+    socket_request_max_bytes: int = 104_857_600
+    message_max_bytes: int = 1_048_588
+    replica_fetch_max_bytes: int = 1_048_576
+    group_initial_rebalance_delay_ms: int = 3000
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1_800_000
+    group_max_size: int = 2**31 - 1
+    offsets_topic_num_partitions: int = 50
+    offsets_topic_replication_factor: int = 1
+    offset_metadata_max_bytes: int = 4096
+    connections_max_idle_ms: int = 600_000
+    controlled_shutdown_timeout_ms: int = 5000
+    pykbroker_trace_requests: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def advertised(self) -> tuple[Listener, ...]:
+        """``advertised.listeners`` or, when unset, ``listeners``."""
+        return self.advertised_listeners or self.listeners
+
+    def with_overrides(self, **changes: Any) -> BrokerConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_properties(cls, props: Mapping[str, str]) -> tuple[BrokerConfig, list[str]]:
+        """Build from Kafka property names; return the config and the unknown keys."""
+        values: dict[str, Any] = {}
+        unknown: list[str] = []
+        for key, text in props.items():
+            parser = _PARSERS.get(key)
+            if key == "log.retention.hours" and "log.retention.ms" not in props:
+                values["log_retention_ms"] = _int(-1)(key, text) * 3_600_000
+                continue
+            if key == "log.retention.minutes" and "log.retention.ms" not in props:
+                values["log_retention_ms"] = _int(-1)(key, text) * 60_000
+                continue
+            if key == "log.roll.hours" and "log.roll.ms" not in props:
+                values["log_roll_ms"] = _int(1)(key, text) * 3_600_000
+                continue
+            if parser is None:
+                if key not in _ACCEPTED:
+                    unknown.append(key)
+                continue
+            values[key.replace(".", "_")] = parser(key, text)
+        if "log.dir" in props and "log.dirs" not in props:
+            values["log_dirs"] = _dirs("log.dir", props["log.dir"])
+        values["extra"] = {k: v for k, v in props.items() if k not in _PARSERS}
+        config = cls(**values)
+        config._check()
+        return config, unknown
+
+    def _check(self) -> None:
+        if "broker" in self.process_roles and not any(
+            listener.name != "CONTROLLER" for listener in self.listeners
+        ):
+            raise ConfigError("listeners: a broker needs a non-CONTROLLER listener")
+        if self.message_max_bytes > self.socket_request_max_bytes:
+            raise ConfigError("message.max.bytes must not exceed socket.request.max.bytes")
+
+
+_PARSERS: dict[str, Callable[[str, str], Any]] = {
+    "node.id": _int(0, 2**31 - 1),
+    "process.roles": _roles,
+    "listeners": parse_listeners,
+    "advertised.listeners": parse_listeners,
+    "log.dirs": _dirs,
+    "num.partitions": _int(1, 100_000),
+    "default.replication.factor": _int(1, 32767),
+    "auto.create.topics.enable": _bool,
+    "delete.topic.enable": _bool,
+    "log.segment.bytes": _int(14, 2**31 - 1),
+    "log.roll.ms": _int(1),
+    "log.index.size.max.bytes": _int(4, 2**31 - 1),
+    "log.index.interval.bytes": _int(0, 2**31 - 1),
+    "log.retention.ms": _int(-1),
+    "log.retention.bytes": _int(-1),
+    "log.cleanup.policy": _choice("delete", "compact", "compact,delete", "delete,compact"),
+    "log.message.timestamp.type": _choice("CreateTime", "LogAppendTime"),
+    "socket.request.max.bytes": _int(1, 2**31 - 1),
+    "message.max.bytes": _int(0, 2**31 - 1),
+    "replica.fetch.max.bytes": _int(0, 2**31 - 1),
+    "group.initial.rebalance.delay.ms": _int(0, 2**31 - 1),
+    "group.min.session.timeout.ms": _int(0, 2**31 - 1),
+    "group.max.session.timeout.ms": _int(0, 2**31 - 1),
+    "group.max.size": _int(1, 2**31 - 1),
+    "offsets.topic.num.partitions": _int(1, 100_000),
+    "offsets.topic.replication.factor": _int(1, 32767),
+    "offset.metadata.max.bytes": _int(0, 2**31 - 1),
+    "connections.max.idle.ms": _int(-1),
+    "controlled.shutdown.timeout.ms": _int(0),
+    "pykbroker.trace.requests": _bool,
+}
+
+#: Kafka keys that are accepted without a warning although this version does not act on them.
+_ACCEPTED = frozenset(
+    {
+        "log.dir",
+        "log.retention.hours",
+        "log.retention.minutes",
+        "log.roll.hours",
+        "controller.quorum.voters",
+        "controller.quorum.bootstrap.servers",
+        "controller.listener.names",
+        "inter.broker.listener.name",
+        "listener.security.protocol.map",
+        "num.network.threads",
+        "num.io.threads",
+        "num.recovery.threads.per.data.dir",
+        "socket.send.buffer.bytes",
+        "socket.receive.buffer.bytes",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "log.retention.check.interval.ms",
+        "min.insync.replicas",
+    }
+)
+
+
+def read_properties(path: Path) -> dict[str, str]:
+    """Parse a Java ``.properties`` file (``key=value`` / ``key: value``, ``#``/``!`` comments,
+    backslash line continuations)."""
+    props: dict[str, str] = {}
+    pending = ""
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = pending + raw.strip()
+        pending = ""
+        if not line or line[0] in "#!":
+            continue
+        if line.endswith("\\") and not line.endswith("\\\\"):
+            pending = line[:-1]
+            continue
+        match = re.match(r"^([^=:\s]+)\s*[=:\s]\s*(.*)$", line)
+        if match is None:
+            props[line] = ""
+            continue
+        props[match[1]] = match[2]
+    if pending:
+        props.setdefault(pending, "")
+    return props

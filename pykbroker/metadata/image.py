@@ -1,0 +1,180 @@
+"""MetadataImage: an immutable view of the cluster's metadata, and how records change it.
+
+Mirrors Kafka's ``MetadataImage`` + ``MetadataDelta``: ``image.apply(records)`` returns a new
+image and never changes the old one, so a request handler that took an image keeps a
+consistent view while the controller moves on. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from . import schemas
+from .records import MetadataRecord
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRegistration:
+    """A partition's replicas, ISR and leadership (Kafka's PartitionRegistration)."""
+
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    leader: int
+    leader_epoch: int
+    partition_epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class TopicImage:
+    """One topic: its name, id and partitions."""
+
+    name: str
+    topic_id: uuid.UUID
+    partitions: Mapping[int, PartitionRegistration]
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerRegistration:
+    """A registered broker and whether it is fenced."""
+
+    node_id: int
+    host: str
+    port: int
+    rack: str | None
+    fenced: bool
+
+
+TOPIC_RESOURCE = 2
+BROKER_RESOURCE = 4
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataImage:
+    """The whole metadata state at one offset of the metadata log."""
+
+    offset: int = -1
+    topics: Mapping[str, TopicImage] = field(default_factory=lambda: MappingProxyType({}))
+    topics_by_id: Mapping[uuid.UUID, TopicImage] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    brokers: Mapping[int, BrokerRegistration] = field(default_factory=lambda: MappingProxyType({}))
+    configs: Mapping[tuple[int, str], Mapping[str, str]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    features: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def topic_config(self, topic: str) -> Mapping[str, str]:
+        return self.configs.get((TOPIC_RESOURCE, topic), MappingProxyType({}))
+
+    def apply(self, records: Iterable[MetadataRecord], offset: int | None = None) -> MetadataImage:
+        """A new image with ``records`` applied in order."""
+        delta = MetadataDelta(self)
+        for rec in records:
+            delta.replay(rec)
+        return delta.apply(self.offset if offset is None else offset)
+
+
+class MetadataDelta:
+    """Accumulates record changes against a base image (Kafka's MetadataDelta)."""
+
+    def __init__(self, base: MetadataImage) -> None:
+        self._topics_by_id: dict[uuid.UUID, TopicImage] = dict(base.topics_by_id)
+        self._partitions: dict[uuid.UUID, dict[int, PartitionRegistration]] = {}
+        self._brokers = dict(base.brokers)
+        self._configs: dict[tuple[int, str], dict[str, str]] = {}
+        self._base_configs = base.configs
+        self._features = dict(base.features)
+
+    def _topic_partitions(self, topic_id: uuid.UUID) -> dict[int, PartitionRegistration]:
+        parts = self._partitions.get(topic_id)
+        if parts is None:
+            topic = self._topics_by_id.get(topic_id)
+            parts = dict(topic.partitions) if topic else {}
+            self._partitions[topic_id] = parts
+        return parts
+
+    def _config(self, key: tuple[int, str]) -> dict[str, str]:
+        conf = self._configs.get(key)
+        if conf is None:
+            conf = dict(self._base_configs.get(key, {}))
+            self._configs[key] = conf
+        return conf
+
+    def replay(self, rec: MetadataRecord) -> None:
+        """Apply one record; records of types this image does not track are ignored."""
+        data: dict[str, Any] = rec.data
+        message = rec.message
+        if message is schemas.TOPIC_RECORD:
+            topic_id = data["topic_id"]
+            self._topics_by_id[topic_id] = TopicImage(data["name"], topic_id, {})
+            self._partitions[topic_id] = {}
+        elif message is schemas.PARTITION_RECORD:
+            self._topic_partitions(data["topic_id"])[data["partition_id"]] = PartitionRegistration(
+                replicas=tuple(data["replicas"]),
+                isr=tuple(data["isr"]),
+                leader=data["leader"],
+                leader_epoch=data["leader_epoch"],
+                partition_epoch=data["partition_epoch"],
+            )
+        elif message is schemas.PARTITION_CHANGE_RECORD:
+            self._replay_partition_change(data)
+        elif message is schemas.REMOVE_TOPIC_RECORD:
+            topic = self._topics_by_id.pop(data["topic_id"], None)
+            self._partitions.pop(data["topic_id"], None)
+            if topic is not None:
+                self._config((TOPIC_RESOURCE, topic.name)).clear()
+        elif message is schemas.CONFIG_RECORD:
+            conf = self._config((data["resource_type"], data["resource_name"]))
+            if data["value"] is None:
+                conf.pop(data["name"], None)
+            else:
+                conf[data["name"]] = data["value"]
+        elif message is schemas.REGISTER_BROKER_RECORD:
+            endpoints = data["end_points"]
+            host, port = (endpoints[0]["host"], endpoints[0]["port"]) if endpoints else ("", -1)
+            self._brokers[data["broker_id"]] = BrokerRegistration(
+                data["broker_id"], host, port, data["rack"], bool(data["fenced"])
+            )
+        elif message is schemas.FEATURE_LEVEL_RECORD:
+            self._features[data["name"]] = data["feature_level"]
+
+    def _replay_partition_change(self, data: dict[str, Any]) -> None:
+        parts = self._topic_partitions(data["topic_id"])
+        old = parts.get(data["partition_id"])
+        if old is None:
+            return
+        leader = old.leader if data["leader"] == -2 else data["leader"]
+        parts[data["partition_id"]] = replace(
+            old,
+            replicas=tuple(data["replicas"]) if data["replicas"] is not None else old.replicas,
+            isr=tuple(data["isr"]) if data["isr"] is not None else old.isr,
+            leader=leader,
+            leader_epoch=old.leader_epoch + 1 if leader != old.leader else old.leader_epoch,
+            partition_epoch=old.partition_epoch + 1,
+        )
+
+    def apply(self, offset: int) -> MetadataImage:
+        by_id: dict[uuid.UUID, TopicImage] = {}
+        for topic_id, topic in self._topics_by_id.items():
+            parts = self._partitions.get(topic_id)
+            if parts is not None:
+                topic = TopicImage(topic.name, topic_id, MappingProxyType(dict(parts)))
+            by_id[topic_id] = topic
+        configs = dict(self._base_configs)
+        for key, conf in self._configs.items():
+            if conf:
+                configs[key] = MappingProxyType(dict(conf))
+            else:
+                configs.pop(key, None)
+        return MetadataImage(
+            offset=offset,
+            topics=MappingProxyType({t.name: t for t in by_id.values()}),
+            topics_by_id=MappingProxyType(by_id),
+            brokers=MappingProxyType(dict(self._brokers)),
+            configs=MappingProxyType(configs),
+            features=MappingProxyType(dict(self._features)),
+        )

@@ -1,0 +1,210 @@
+"""BrokerServer: wires the components of one pykbroker process and owns its lifetime.
+
+Start-up order (as Kafka's BrokerServer/ControllerServer): format or check the log dirs
+(``meta.properties``), recover the partition logs, replay ``__cluster_metadata`` into the
+metadata image, create the hosted partitions, load the group coordinator, open the listeners,
+register this broker, then answer requests. Shutdown: stop accepting, let requests in flight
+finish (bounded by ``controlled.shutdown.timeout.ms``), answer parked fetches, then flush and
+close every log and write the clean-shutdown marker.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+
+from pykbroker.api.context import Endpoint
+from pykbroker.api.dispatch import Dispatcher
+from pykbroker.clock import wall_clock_ms
+from pykbroker.config import BrokerConfig, Listener
+from pykbroker.log.log import LogConfig
+from pykbroker.log.log_manager import LogManager
+from pykbroker.metadata.controller import QuorumController
+from pykbroker.metadata.image import MetadataImage
+from pykbroker.metadata.metadata_log import MetadataLog
+from pykbroker.replication.replica_manager import ReplicaManager
+
+from .group_wiring import build_group_coordinator
+from .socket_server import ConnectionHandler
+from .storage import ensure_formatted
+
+log = logging.getLogger(__name__)
+
+
+def log_config_factory(config: BrokerConfig) -> Any:
+    """Topic config -> LogConfig: topic-level keys over the broker's log.* defaults."""
+    defaults = {
+        "segment.bytes": str(config.log_segment_bytes),
+        "segment.ms": str(config.log_roll_ms),
+        "segment.index.bytes": str(config.log_index_size_max_bytes),
+        "index.interval.bytes": str(config.log_index_interval_bytes),
+        "max.message.bytes": str(config.message_max_bytes),
+        "retention.ms": str(config.log_retention_ms),
+        "retention.bytes": str(config.log_retention_bytes),
+        "cleanup.policy": config.log_cleanup_policy,
+        "message.timestamp.type": config.log_message_timestamp_type,
+    }
+
+    def make(topic_config: Any) -> LogConfig:
+        return LogConfig.from_properties({**defaults, **dict(topic_config)})
+
+    return make
+
+
+class BrokerServer:
+    """One broker+controller process (a single-voter quorum for now)."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.cluster_id = ""
+        self._endpoint: Endpoint | None = None
+        self.bound: list[Listener] = []
+        self._services: dict[str, Any] = {}
+        self._shutdown = trio.Event()
+        self.shutting_down = trio.Event()
+        self.stopped = trio.Event()
+
+    # -- BrokerServices -----------------------------------------------------------------------
+
+    def endpoint(self) -> Endpoint:
+        assert self._endpoint is not None, "the broker is not started"
+        return self._endpoint
+
+    def service(self, name: str) -> Any:
+        return self._services[name]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        endpoint = self.endpoint()
+        return f"{endpoint.host}:{endpoint.port}"
+
+    # -- lifetime -----------------------------------------------------------------------------
+
+    def request_shutdown(self) -> None:
+        """Begin a graceful shutdown (idempotent, safe from signal handlers via trio tokens)."""
+        self._shutdown.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Start, serve until ``request_shutdown``, then shut down cleanly."""
+        config = self.config
+        self.cluster_id = ensure_formatted(config.log_dirs, config.node_id)
+        log_config_for = log_config_factory(config)
+        log_manager = LogManager(list(config.log_dirs), log_config_for({}))
+        await trio.to_thread.run_sync(log_manager.startup, wall_clock_ms())
+        metadata_log = MetadataLog(config.log_dirs[0], wall_clock_ms())
+        try:
+            await self._serve(log_manager, metadata_log, log_config_for, task_status)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._close_storage, log_manager, metadata_log)
+            self.stopped.set()
+
+    @staticmethod
+    def _close_storage(log_manager: LogManager, metadata_log: MetadataLog) -> None:
+        metadata_log.flush()
+        metadata_log.close()
+        log_manager.shutdown()
+        log.info("logs flushed and closed")
+
+    async def _serve(
+        self,
+        log_manager: LogManager,
+        metadata_log: MetadataLog,
+        log_config_for: Any,
+        task_status: Any,
+    ) -> None:
+        config = self.config
+        controller = QuorumController(
+            metadata_log,
+            node_id=config.node_id,
+            default_num_partitions=config.num_partitions,
+            default_replication_factor=config.default_replication_factor,
+            clock=wall_clock_ms,
+        )
+        image = controller.load()
+        replica_manager = ReplicaManager(
+            log_manager, node_id=config.node_id, log_config_for=log_config_for, clock=wall_clock_ms
+        )
+        replica_manager.on_metadata_update(MetadataImage(), image)
+        controller.add_listener(replica_manager.on_metadata_update)
+        self._services.update(
+            controller=controller,
+            metadata=controller,
+            replica_manager=replica_manager,
+            log_manager=log_manager,
+        )
+        group_coordinator = build_group_coordinator(self, controller, replica_manager)
+        self._services["group_coordinator"] = group_coordinator
+
+        handler = ConnectionHandler(
+            Dispatcher(self, trace=config.pykbroker_trace_requests),
+            max_frame_bytes=config.socket_request_max_bytes,
+            idle_timeout_s=(
+                config.connections_max_idle_ms / 1000
+                if config.connections_max_idle_ms > 0
+                else None
+            ),
+            shutting_down=self.shutting_down,
+        )
+        async with trio.open_nursery() as background:
+            await background.start(group_coordinator.run)
+            listeners = await self._open_listeners()
+            adv = self._advertised()
+            await controller.register_broker(adv.host, adv.port, None)
+            async with trio.open_nursery() as connections:
+                accept_scope = trio.CancelScope()
+
+                async def accept() -> None:
+                    with accept_scope:
+                        await trio.serve_listeners(handler, listeners, handler_nursery=connections)
+
+                connections.start_soon(accept)
+                log.info(
+                    "pykbroker started (node.id=%d, cluster.id=%s), listening on %s",
+                    config.node_id,
+                    self.cluster_id,
+                    ", ".join(str(b) for b in self.bound),
+                )
+                task_status.started(self)
+                await self._shutdown.wait()
+                log.info("shutting down: no longer accepting connections")
+                accept_scope.cancel()
+                for listener in listeners:
+                    await listener.aclose()
+                self.shutting_down.set()
+                replica_manager.shutting_down.set()
+                replica_manager.wake_fetchers()
+                with trio.move_on_after(config.controlled_shutdown_timeout_ms / 1000):
+                    while handler.in_flight:  # noqa: ASYNC110 - a bounded drain poll
+                        await trio.sleep(0.01)
+                connections.cancel_scope.cancel()
+            background.cancel_scope.cancel()
+
+    async def _open_listeners(self) -> list[trio.SocketListener]:
+        opened: list[trio.SocketListener] = []
+        for listener in self.config.listeners:
+            if listener.name == "CONTROLLER" and len(self.config.listeners) > 1:
+                continue
+            host = listener.host or None
+            socket_listeners = await trio.open_tcp_listeners(listener.port, host=host)
+            port = socket_listeners[0].socket.getsockname()[1]
+            self.bound.append(Listener(listener.name, listener.host, port))
+            opened.extend(socket_listeners)
+        return opened
+
+    def _advertised(self) -> Endpoint:
+        bound = {b.name: b for b in self.bound}
+        chosen = None
+        for adv in self.config.advertised:
+            if adv.name in bound:
+                port = adv.port or bound[adv.name].port
+                host = adv.host or bound[adv.name].host or "localhost"
+                chosen = Endpoint(self.config.node_id, host, port)
+                break
+        if chosen is None:
+            first = self.bound[0]
+            chosen = Endpoint(self.config.node_id, first.host or "localhost", first.port)
+        self._endpoint = chosen
+        return chosen
