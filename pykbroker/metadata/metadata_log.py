@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-
 from pykbroker.api.protocol.codec import CodecError
-from pykbroker.log.log import Log, LogConfig
+from pykbroker.log.log import Log
 from pykbroker.log.record_batch import Record, build_batch, decode_records, iter_batch_headers
 
 from .records import MetadataRecord, deserialize, serialize
@@ -27,9 +25,8 @@ _READ_CHUNK = 1 << 20
 class MetadataLog:
     """Append metadata records; replay them from the start."""
 
-    def __init__(self, log_dir: Path, now_ms: int) -> None:
-        config = LogConfig(segment_bytes=64 * 1024 * 1024)
-        self.log = Log.open(log_dir / f"{METADATA_TOPIC}-0", config, now_ms=now_ms)
+    def __init__(self, log: Log) -> None:
+        self.log = log
 
     @property
     def end_offset(self) -> int:
@@ -70,6 +67,3 @@ class MetadataLog:
 
     def flush(self) -> None:
         self.log.flush()
-
-    def close(self) -> None:
-        self.log.close()

@@ -23,7 +23,7 @@ from pykbroker.log.log import LogConfig
 from pykbroker.log.log_manager import LogManager
 from pykbroker.metadata.controller import QuorumController
 from pykbroker.metadata.image import MetadataImage
-from pykbroker.metadata.metadata_log import MetadataLog
+from pykbroker.metadata.metadata_log import METADATA_TOPIC, MetadataLog
 from pykbroker.replication.replica_manager import ReplicaManager
 
 from .group_wiring import build_group_coordinator
@@ -31,6 +31,8 @@ from .socket_server import ConnectionHandler
 from .storage import ensure_formatted
 
 log = logging.getLogger(__name__)
+
+METADATA_LOG_CONFIG = LogConfig.from_properties({"segment.bytes": str(64 * 1024 * 1024)})
 
 
 def log_config_factory(config: BrokerConfig) -> Any:
@@ -93,19 +95,16 @@ class BrokerServer:
         log_config_for = log_config_factory(config)
         log_manager = LogManager(list(config.log_dirs), log_config_for({}))
         await trio.to_thread.run_sync(log_manager.startup, wall_clock_ms())
-        metadata_log = MetadataLog(config.log_dirs[0], wall_clock_ms())
+        metadata_log = MetadataLog(
+            log_manager.get_or_create_log(METADATA_TOPIC, 0, METADATA_LOG_CONFIG, wall_clock_ms())
+        )
         try:
             await self._serve(log_manager, metadata_log, log_config_for, task_status)
         finally:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._close_storage, log_manager, metadata_log)
+                await trio.to_thread.run_sync(log_manager.shutdown)
+            log.info("logs flushed and closed")
             self.stopped.set()
-
-    @staticmethod
-    def _close_storage(log_manager: LogManager, metadata_log: MetadataLog) -> None:
-        metadata_log.flush()
-        metadata_log.close()
-        log_manager.shutdown()
         log.info("logs flushed and closed")
 
     async def _serve(
