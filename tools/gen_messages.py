@@ -34,12 +34,27 @@ def load_json(path: Path) -> dict[str, Any]:
 
 
 def api_sources() -> dict[str, Path]:
-    """Message file name -> path; message-4.3/ wins over message/."""
+    """Message file name -> path; message-4.3/ wins over message/, by file name and by API key.
+
+    (4.3 renamed ListClientMetricsResources(74) to ListConfigResources: the old files must not
+    be generated beside the new ones.)
+    """
     found: dict[str, Path] = {}
     for folder in ("message", "message-4.3"):
         for path in sorted((SHARED / folder).glob("*.json")):
             found[path.name] = path
-    return found
+    specs = {name: load_json(path) for name, path in found.items()}
+    newer = {
+        (spec["type"], spec["apiKey"])
+        for name, spec in specs.items()
+        if found[name].parent.name == "message-4.3" and "apiKey" in spec
+    }
+    return {
+        name: path
+        for name, path in found.items()
+        if path.parent.name == "message-4.3"
+        or (specs[name]["type"], specs[name].get("apiKey")) not in newer
+    }
 
 
 def _default_literal(field: dict[str, Any]) -> str | None:

@@ -351,5 +351,22 @@ class QuorumController:
             self._commit(records)
             return results
 
+    async def allocate_producer_ids(self, block_size: int) -> int:
+        """Reserve ``block_size`` producer ids for this broker (Kafka's AllocateProducerIds:
+        a ProducerIdsRecord moves the cluster's next producer id past the block)."""
+        async with self._lock:
+            start = self.image.next_producer_id
+            self._commit(
+                [
+                    record(
+                        schemas.PRODUCER_IDS_RECORD,
+                        broker_id=self.node_id,
+                        broker_epoch=-1,
+                        next_producer_id=start + block_size,
+                    )
+                ]
+            )
+            return start
+
     def topic_configs(self, topic: str) -> Mapping[str, str]:
         return self.image.topic_config(topic)

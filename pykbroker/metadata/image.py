@@ -66,6 +66,7 @@ class MetadataImage:
         default_factory=lambda: MappingProxyType({})
     )
     features: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    next_producer_id: int = 0
 
     def topic_config(self, topic: str) -> Mapping[str, str]:
         return self.configs.get((TOPIC_RESOURCE, topic), MappingProxyType({}))
@@ -88,6 +89,7 @@ class MetadataDelta:
         self._configs: dict[tuple[int, str], dict[str, str]] = {}
         self._base_configs = base.configs
         self._features = dict(base.features)
+        self._next_producer_id = base.next_producer_id
 
     def _topic_partitions(self, topic_id: uuid.UUID) -> dict[int, PartitionRegistration]:
         parts = self._partitions.get(topic_id)
@@ -139,6 +141,8 @@ class MetadataDelta:
             self._brokers[data["broker_id"]] = BrokerRegistration(
                 data["broker_id"], host, port, data["rack"], bool(data["fenced"])
             )
+        elif message is schemas.PRODUCER_IDS_RECORD:
+            self._next_producer_id = max(self._next_producer_id, data["next_producer_id"])
         elif message is schemas.FEATURE_LEVEL_RECORD:
             self._features[data["name"]] = data["feature_level"]
 
@@ -177,4 +181,5 @@ class MetadataDelta:
             brokers=MappingProxyType(dict(self._brokers)),
             configs=MappingProxyType(configs),
             features=MappingProxyType(dict(self._features)),
+            next_producer_id=self._next_producer_id,
         )

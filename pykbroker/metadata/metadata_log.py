@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+
 from pykbroker.api.protocol.codec import CodecError
 from pykbroker.log.log import Log
 from pykbroker.log.record_batch import Record, build_batch, decode_records, iter_batch_headers

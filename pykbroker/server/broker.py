@@ -19,6 +19,7 @@ from pykbroker.api.context import Endpoint
 from pykbroker.api.dispatch import Dispatcher
 from pykbroker.clock import wall_clock_ms
 from pykbroker.config import BrokerConfig, Listener
+from pykbroker.coordinator.transaction.producer_id_manager import ProducerIdManager
 from pykbroker.log.log import LogConfig
 from pykbroker.log.log_manager import LogManager
 from pykbroker.metadata.controller import QuorumController
@@ -105,7 +106,6 @@ class BrokerServer:
                 await trio.to_thread.run_sync(log_manager.shutdown)
             log.info("logs flushed and closed")
             self.stopped.set()
-        log.info("logs flushed and closed")
 
     async def _serve(
         self,
@@ -136,6 +136,7 @@ class BrokerServer:
         )
         group_coordinator = build_group_coordinator(self, controller, replica_manager)
         self._services["group_coordinator"] = group_coordinator
+        self._services["producer_id_manager"] = ProducerIdManager(controller)
 
         handler = ConnectionHandler(
             Dispatcher(self, trace=config.pykbroker_trace_requests),

@@ -14,9 +14,17 @@ from . import (
     create_topics,
     delete_topics,
     fetch,
+    find_coordinator,
+    heartbeat,
+    init_producer_id,
+    join_group,
+    leave_group,
     list_offsets,
     metadata,
+    offset_commit,
+    offset_fetch,
     produce,
+    sync_group,
 )
 
 _MODULES = [
@@ -24,9 +32,17 @@ _MODULES = [
     create_topics,
     delete_topics,
     fetch,
+    find_coordinator,
+    heartbeat,
+    init_producer_id,
+    join_group,
+    leave_group,
     list_offsets,
     metadata,
+    offset_commit,
+    offset_fetch,
     produce,
+    sync_group,
 ]
 
 HANDLERS: dict[int, Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any] | None]]] = {

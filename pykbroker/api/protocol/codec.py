@@ -11,6 +11,7 @@ Every decoding failure, whatever its cause, surfaces as ``CodecError``.
 
 from __future__ import annotations
 
+import copy
 import io
 from typing import Any
 
@@ -60,21 +61,29 @@ class KStruct(c.Construct):  # type: ignore[misc]
 
 
 class NullableStruct(c.Construct):  # type: ignore[misc]
-    """A struct-typed field that may be null: an int8 marker (-1 null, 1 present) first."""
+    """A struct-typed field that may be null: an int8 marker (-1 null, 1 present) first.
 
-    def __init__(self, struct: KStruct) -> None:
+    As a tagged field the marker is an unsigned varint instead (0 null, 1 present), as Kafka's
+    generated code writes it.
+    """
+
+    def __init__(self, struct: KStruct, tagged: bool = False) -> None:
         super().__init__()
         self.struct = struct
+        self.tagged = tagged
 
     def _parse(self, stream: Any, context: Any, path: str) -> Any:
-        marker = p.Int8._parse(stream, context, path)
-        if marker < 0:
+        if self.tagged:
+            is_null = p.read_uvarint(stream, path) == 0
+        else:
+            is_null = p.Int8._parse(stream, context, path) < 0
+        if is_null:
             return None
         return self.struct._parse(stream, context, path)
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         if obj is None:
-            stream.write(b"\xff")
+            stream.write(b"\x00" if self.tagged else b"\xff")
             return obj
         stream.write(b"\x01")
         return self.struct._build(obj, stream, context, path)
@@ -82,10 +91,8 @@ class NullableStruct(c.Construct):  # type: ignore[misc]
 
 def _fresh(default: Any) -> Any:
     """Defaults that are mutable containers must not be shared between decoded messages."""
-    if isinstance(default, list):
-        return []
-    if isinstance(default, dict):
-        return dict(default)
+    if isinstance(default, (list, dict)):
+        return copy.deepcopy(default)
     return default
 
 
@@ -105,7 +112,9 @@ _FIXED: dict[str, c.Construct] = {
 def _default_for(f: Field, version: int) -> Any:
     value = f.default_value(version)
     if value is _MISSING and f.is_struct and not f.is_array:
-        return {}
+        # Kafka's default struct has every field at its default, so handlers can read them.
+        defaults = ((sub.name, _default_for(sub, version)) for sub in f.fields)
+        return {name: None if v is _MISSING else v for name, v in defaults}
     return value
 
 
@@ -147,6 +156,8 @@ def build_struct(fields: tuple[Field, ...], version: int, flexible: bool) -> KSt
             continue
         sub = _field_construct(f, version, flexible)
         if flexible and version in f.tagged and f.tag is not None:
+            if isinstance(sub, NullableStruct):
+                sub = NullableStruct(sub.struct, tagged=True)
             tagged[f.tag] = (f.name, sub, default)
             absent.append((f.name, None if default is _MISSING else default))
             continue

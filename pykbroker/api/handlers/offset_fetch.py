@@ -1,0 +1,32 @@
+"""OffsetFetch (key 9), versions 1-9.
+
+Behaviour: the committed offsets of a group for the requested partitions, or for every
+partition it committed when ``topics`` is null (v2+). A partition without a committed offset
+(or of an unknown topic or group) answers offset -1, leader epoch -1, metadata "" and no
+error, as Kafka. Committed metadata strings are returned as committed. The empty group id is
+allowed (as Kafka, for old clients).
+
+Per version: v2 top-level error_code and null topics = all, v3 throttle time, v4 same, v5
+committed_leader_epoch (KIP-320), v6 flexible, v7 require_stable (KIP-447; accepted: without
+transactional offsets every offset is stable), v8 several groups in ``groups`` (KIP-709),
+v9 member_id / member_epoch (KIP-848; not checked for classic groups, as Kafka).
+
+Not implemented: transactional (pending) offsets and UNSTABLE_OFFSET_COMMIT, ACLs
+(GROUP_AUTHORIZATION_FAILED, unauthorized topics filtered), v10 topic ids.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pykbroker.api.context import RequestContext
+from pykbroker.api.protocol.api_keys import ApiKey
+
+API_KEY = ApiKey.OFFSET_FETCH
+
+
+async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+    coordinator = ctx.broker.service("group_coordinator")
+    response: dict[str, Any] = await coordinator.fetch_offsets(request, ctx.api_version)
+    response["throttle_time_ms"] = 0
+    return response

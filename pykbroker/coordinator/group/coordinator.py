@@ -1,0 +1,518 @@
+"""The group coordinator service: the trio driver around the pure classic-group core.
+
+Mirrors Kafka's ``GroupCoordinatorService`` (with the runtime's loading and write path): it
+loads ``__consumer_offsets`` through a ``CoordinatorLog`` at start-up, serves the group
+APIs with request dicts in and response dicts (shaped for the request's version) out, appends
+the records the core produces, and fires the core's timers. All group state lives in the
+pure ``GroupMetadataManager`` / ``OffsetMetadataManager``; this module only does I/O and time.
+
+Invariants:
+
+* appends are performed by tasks in the coordinator's own nursery, one queue per
+  ``__consumer_offsets`` partition, in the order the core produced them, and the core's
+  continuation always runs, even if the request that caused the write was cancelled (a
+  client disconnecting mid-SyncGroup never leaves a group stuck);
+* the core is only called from trio tasks, never concurrently (trio is single-threaded);
+* ``clock`` gives monotonic milliseconds for timers (``trio.current_time()`` by default, so
+  trio's ``MockClock`` drives session timeouts in tests); ``wall_clock`` gives the record
+  timestamps.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import trio
+
+from pykbroker.api.protocol.codec import CodecError
+from pykbroker.api.protocol.errors import ErrorCode, KafkaError
+from pykbroker.clock import wall_clock_ms
+
+from . import records
+from .config import GroupCoordinatorConfig
+from .group import DEAD, EMPTY, STABLE
+from .group_metadata_manager import GroupMetadataManager
+from .offset_metadata_manager import (
+    INVALID_OFFSET,
+    NO_LEADER_EPOCH,
+    NO_METADATA,
+    OffsetMetadataManager,
+    error_topics,
+)
+from .requests import JoinGroupRequest, SyncGroupRequest, join_error, sync_error
+from .result import PendingWrite, ResponseFuture
+
+log = logging.getLogger(__name__)
+
+
+class CoordinatorLog(Protocol):
+    """Where the coordinator's records live: the ``__consumer_offsets`` partitions."""
+
+    async def ensure_topic(self) -> None:
+        """Create ``__consumer_offsets`` if missing (compacted, offsets.topic.num.partitions)."""
+        ...
+
+    async def append(self, partition: int, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+        """Append one batch durably; raise ``KafkaError`` on failure."""
+        ...
+
+    def read(self, partition: int) -> Iterable[tuple[bytes, bytes | None]]:
+        """Every record of a partition, oldest first ([] if the partition does not exist)."""
+        ...
+
+
+def trio_clock_ms() -> int:
+    """Monotonic milliseconds from trio's clock (MockClock-aware)."""
+    return int(trio.current_time() * 1000)
+
+
+class GroupCoordinator:
+    """Classic consumer groups and committed offsets, served over a ``CoordinatorLog``."""
+
+    def __init__(
+        self,
+        log: CoordinatorLog,
+        *,
+        node_id: int,
+        offsets_topic_num_partitions: int = 50,
+        group_initial_rebalance_delay_ms: int = 3000,
+        group_min_session_timeout_ms: int = 6000,
+        group_max_session_timeout_ms: int = 1_800_000,
+        group_max_size: int = 2**31 - 1,
+        offset_metadata_max_bytes: int = 4096,
+        clock: Callable[[], int] = trio_clock_ms,
+        wall_clock: Callable[[], int] = wall_clock_ms,
+        new_uuid: Callable[[], Any] = uuid.uuid4,
+    ) -> None:
+        self.log = log
+        self.node_id = node_id
+        self.config = GroupCoordinatorConfig(
+            offsets_topic_num_partitions=offsets_topic_num_partitions,
+            group_initial_rebalance_delay_ms=group_initial_rebalance_delay_ms,
+            group_min_session_timeout_ms=group_min_session_timeout_ms,
+            group_max_session_timeout_ms=group_max_session_timeout_ms,
+            group_max_size=group_max_size,
+            offset_metadata_max_bytes=offset_metadata_max_bytes,
+        )
+        self.groups = GroupMetadataManager(self.config, new_uuid=new_uuid)
+        self.offsets = OffsetMetadataManager(self.config, self.groups)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._active = False
+        self._stopped = False
+        self._nursery: trio.Nursery | None = None
+        self._wakeup = trio.Event()
+        self._queues: dict[int, deque[PendingWrite]] = {}
+        self._draining: set[int] = set()
+        self._topic_ready = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load every ``__consumer_offsets`` partition, then drive timers until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                now = self._now()
+                self._load(now)
+                self._active = True
+                self._submit(self.groups.on_loaded(now))
+                task_status.started()
+                await self._drive_timers()
+        finally:
+            self._active = False
+            self._stopped = True
+            self._nursery = None
+
+    def _load(self, now_ms: int) -> None:
+        loaded_groups = loaded_offsets = 0
+        for partition in range(self.config.offsets_topic_num_partitions):
+            for key, value in self.log.read(partition):
+                try:
+                    record = records.decode_record(key, value)
+                except CodecError as exc:
+                    log.warning(
+                        "__consumer_offsets-%d: skipping undecodable record: %s", partition, exc
+                    )
+                    continue
+                if isinstance(record, records.OffsetCommitRecord):
+                    self.offsets.replay(record)
+                    loaded_offsets += 1
+                elif isinstance(record, records.GroupMetadataRecord):
+                    self.groups.load_group(record.group_id, record.value, now_ms)
+                    loaded_groups += 1
+        for group_id in self.offsets.offsets:
+            # As Kafka: a group that only has offsets (simple consumers) is an empty group.
+            self.groups.get_or_create_group(group_id, now_ms)
+        if loaded_groups or loaded_offsets:
+            log.info(
+                "group coordinator loaded %d group and %d offset records (%d groups)",
+                loaded_groups,
+                loaded_offsets,
+                len(self.groups.groups),
+            )
+
+    async def _drive_timers(self) -> None:
+        while True:
+            now = self._now()
+            self._submit(self.groups.tick(now))
+            # A fresh event after the tick (whose own submit kicks): kicks from here on
+            # come from requests that may have moved the next deadline.
+            self._wakeup = trio.Event()
+            deadline = self.groups.next_deadline()
+            if deadline is None:
+                await self._wakeup.wait()
+            else:
+                with trio.move_on_after(max(deadline - now, 1) / 1000):
+                    await self._wakeup.wait()
+
+    def _now(self) -> int:
+        now = self._clock()
+        self.groups.wall_offset_ms = self._wall_clock() - now
+        return now
+
+    def _kick(self) -> None:
+        """Let the timer loop look at the (possibly earlier) next deadline."""
+        self._wakeup.set()
+
+    def _unavailable(self) -> ErrorCode | None:
+        if self._active and self._nursery is not None:
+            return None
+        if self._stopped:
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
+        return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+
+    # -- the write path ----------------------------------------------------------------
+
+    def _submit(self, writes: Iterable[PendingWrite]) -> None:
+        nursery = self._nursery
+        for write in writes:
+            if nursery is None:
+                # Shutting down: nothing can be appended any more.
+                self._submit(write.complete(ErrorCode.COORDINATOR_NOT_AVAILABLE, self._now()))
+                continue
+            self._queues.setdefault(write.partition, deque()).append(write)
+            if write.partition not in self._draining:
+                self._draining.add(write.partition)
+                nursery.start_soon(self._drain, write.partition)
+        self._kick()
+
+    async def _drain(self, partition: int) -> None:
+        queue = self._queues[partition]
+        try:
+            while queue:
+                write = queue.popleft()
+                error = await self._append(write)
+                try:
+                    more = write.complete(error, self._now())
+                except Exception:
+                    log.exception("group coordinator: continuation of an append failed")
+                    more = []
+                self._submit(more)
+        finally:
+            self._draining.discard(partition)
+
+    async def _append(self, write: PendingWrite) -> ErrorCode:
+        try:
+            if not self._topic_ready:
+                await self.log.ensure_topic()
+                self._topic_ready = True
+            await self.log.append(write.partition, write.records)
+        except KafkaError as exc:
+            log.warning("__consumer_offsets-%d: append failed: %s", write.partition, exc)
+            return exc.code
+        except Exception:
+            log.exception("__consumer_offsets-%d: append failed", write.partition)
+            return ErrorCode.UNKNOWN_SERVER_ERROR
+        return ErrorCode.NO_ERROR
+
+    @staticmethod
+    async def _wait(future: ResponseFuture) -> dict[str, Any]:
+        if not future.done:
+            event = trio.Event()
+            future.add_done_callback(lambda _: event.set())
+            await event.wait()
+        return future.result()
+
+    # -- FindCoordinator ---------------------------------------------------------------
+
+    def partition_for(self, group_id: str) -> int:
+        """The ``__consumer_offsets`` partition of a group (Kafka's hash)."""
+        return self.groups.partition_for(group_id)
+
+    async def find_coordinator(self, key: str) -> tuple[ErrorCode, int]:
+        """Make sure ``__consumer_offsets`` exists (first call), then name the group's partition."""
+        partition = self.partition_for(key)
+        if not self._topic_ready:
+            try:
+                await self.log.ensure_topic()
+            except KafkaError as exc:
+                log.warning("cannot create __consumer_offsets: %s", exc)
+                return ErrorCode.COORDINATOR_NOT_AVAILABLE, partition
+            self._topic_ready = True
+        return ErrorCode.NO_ERROR, partition
+
+    # -- JoinGroup / SyncGroup / Heartbeat / LeaveGroup --------------------------------
+
+    async def join_group(
+        self, request: dict[str, Any], version: int, client_id: str, client_host: str
+    ) -> dict[str, Any]:
+        """JoinGroup v0-9; returns when the member's join completes (a delayed join)."""
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return _join_response(join_error(request["member_id"], unavailable), version)
+        session_timeout_ms = request["session_timeout_ms"]
+        rebalance_timeout_ms = request["rebalance_timeout_ms"]
+        if version == 0 or rebalance_timeout_ms < 0:
+            rebalance_timeout_ms = session_timeout_ms  # v0 has no rebalance timeout
+        join = JoinGroupRequest(
+            group_id=request["group_id"],
+            member_id=request["member_id"],
+            group_instance_id=request["group_instance_id"] if version >= 5 else None,
+            session_timeout_ms=session_timeout_ms,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            protocol_type=request["protocol_type"],
+            protocols=[(p["name"], bytes(p["metadata"])) for p in request["protocols"]],
+            client_id=client_id,
+            client_host=client_host,
+            require_known_member_id=version >= 4,
+            supports_skip_assignment=version >= 9,
+        )
+        future = ResponseFuture()
+        self._submit(self.groups.join_group(join, future, self._now()))
+        return _join_response(await self._wait(future), version)
+
+    async def sync_group(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+        """SyncGroup v0-5; a follower's answer waits for the leader's assignment."""
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return sync_error(unavailable)
+        if version >= 5 and (request["protocol_type"] is None or request["protocol_name"] is None):
+            # From v5 on both are mandatory.
+            return sync_error(ErrorCode.INCONSISTENT_GROUP_PROTOCOL)
+        sync = SyncGroupRequest(
+            group_id=request["group_id"],
+            generation_id=request["generation_id"],
+            member_id=request["member_id"],
+            group_instance_id=request["group_instance_id"] if version >= 3 else None,
+            protocol_type=request["protocol_type"] if version >= 5 else None,
+            protocol_name=request["protocol_name"] if version >= 5 else None,
+            assignments=[(a["member_id"], bytes(a["assignment"])) for a in request["assignments"]],
+        )
+        future = ResponseFuture()
+        self._submit(self.groups.sync_group(sync, future, self._now()))
+        return dict(await self._wait(future))
+
+    async def heartbeat(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+        """Heartbeat v0-4."""
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return {"error_code": unavailable}
+        error = self.groups.heartbeat(
+            request["group_id"],
+            request["member_id"],
+            request["group_instance_id"] if version >= 3 else None,
+            request["generation_id"],
+            self._now(),
+        )
+        self._kick()
+        return {"error_code": error}
+
+    async def leave_group(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+        """LeaveGroup v0-5: one member (v0-2) or a batch with per-member errors (v3+)."""
+        if version < 3:
+            members: list[tuple[str, str | None]] = [(request["member_id"], None)]
+        else:
+            members = [(m["member_id"], m["group_instance_id"]) for m in request["members"]]
+        member_errors: list[ErrorCode] = []
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            error = unavailable
+        else:
+            error, member_errors, writes = self.groups.leave_group(
+                request["group_id"], members, self._now()
+            )
+            self._submit(writes)
+        if version < 3:
+            if error == ErrorCode.NO_ERROR:
+                error = next((e for e in member_errors if e != ErrorCode.NO_ERROR), error)
+            return {"error_code": error}
+        return {
+            "error_code": error,
+            "members": [
+                {"member_id": member_id, "group_instance_id": instance_id, "error_code": code}
+                for (member_id, instance_id), code in zip(members, member_errors, strict=False)
+            ],
+        }
+
+    # -- offsets -----------------------------------------------------------------------
+
+    async def commit_offsets(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+        """OffsetCommit v2-9 for the topics given (the handler has removed unknown topics)."""
+        topics = request["topics"]
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return {"topics": error_topics(topics, unavailable)}
+        future = ResponseFuture()
+        self._submit(
+            self.offsets.commit_offsets(
+                request["group_id"],
+                request["generation_id_or_member_epoch"],
+                request["member_id"],
+                request["group_instance_id"] if version >= 7 else None,
+                topics,
+                future,
+                self._now(),
+            )
+        )
+        return {"topics": (await self._wait(future))["topics"]}
+
+    async def fetch_offsets(self, request: dict[str, Any], version: int) -> dict[str, Any]:
+        """OffsetFetch v1-9: one group (v1-7, ``topics`` None = all) or ``groups`` (v8+)."""
+        if version >= 8:
+            wanted = [(g["group_id"], g["topics"]) for g in request["groups"]]
+        else:
+            wanted = [(request["group_id"], request["topics"])]
+        results = [self._fetch_group(group_id, topics, version) for group_id, topics in wanted]
+        if version >= 8:
+            return {"groups": results}
+        return {"topics": results[0]["topics"], "error_code": results[0]["error_code"]}
+
+    def _fetch_group(
+        self, group_id: str, topics: list[dict[str, Any]] | None, version: int
+    ) -> dict[str, Any]:
+        error = self._unavailable()
+        group = self.groups.group(group_id)
+        if error is None and group is not None and group.is_in_state(DEAD):
+            error = ErrorCode.GROUP_ID_NOT_FOUND
+        if error is not None:
+            result: dict[str, Any] = {"group_id": group_id, "error_code": error, "topics": []}
+            if version < 2 and topics is not None:
+                # v0-1 have no top-level error: every partition carries it.
+                result["error_code"] = ErrorCode.NO_ERROR
+                result["topics"] = [
+                    {
+                        "name": t["name"],
+                        "partitions": [
+                            {
+                                "partition_index": index,
+                                "committed_offset": INVALID_OFFSET,
+                                "committed_leader_epoch": NO_LEADER_EPOCH,
+                                "metadata": NO_METADATA,
+                                "error_code": error,
+                            }
+                            for index in t["partition_indexes"]
+                        ],
+                    }
+                    for t in topics
+                ]
+            return result
+        wanted = None if topics is None else [(t["name"], t["partition_indexes"]) for t in topics]
+        return {
+            "group_id": group_id,
+            "error_code": ErrorCode.NO_ERROR,
+            "topics": self.offsets.fetch_offsets(group_id, wanted),
+        }
+
+    # -- DescribeGroups / ListGroups / DeleteGroups (for their handlers) ---------------
+
+    def describe_group(self, group_id: str) -> dict[str, Any]:
+        """A DescribeGroups ``DescribedGroup`` (unknown group: state "Dead", as Kafka < v6)."""
+        group = self.groups.group(group_id)
+        if group is None or group.is_in_state(DEAD):
+            return {
+                "error_code": ErrorCode.NO_ERROR,
+                "group_id": group_id,
+                "group_state": DEAD.value,
+                "protocol_type": "",
+                "protocol_data": "",
+                "members": [],
+            }
+        stable = group.is_in_state(STABLE)
+        return {
+            "error_code": ErrorCode.NO_ERROR,
+            "group_id": group_id,
+            "group_state": group.state.value,
+            "protocol_type": group.protocol_type or "",
+            "protocol_data": (group.protocol_name or "") if stable else "",
+            "members": [
+                {
+                    "member_id": m.member_id,
+                    "group_instance_id": m.group_instance_id,
+                    "client_id": m.client_id,
+                    "client_host": m.client_host,
+                    # Metadata is only useful once the group is stable (as Kafka).
+                    "member_metadata": (
+                        m.metadata(group.protocol_name)
+                        if stable and group.protocol_name is not None
+                        else b""
+                    ),
+                    "member_assignment": m.assignment if stable else b"",
+                }
+                for m in group.all_members()
+            ],
+        }
+
+    def list_groups(self, states_filter: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """ListGroups ``ListedGroup``s, optionally filtered by state (case-insensitive)."""
+        wanted = {s.lower() for s in states_filter}
+        return [
+            {
+                "group_id": group.group_id,
+                "protocol_type": group.protocol_type or "",
+                "group_state": group.state.value,
+                "group_type": "classic",
+            }
+            for group in self.groups.groups.values()
+            if not group.is_in_state(DEAD) and (not wanted or group.state.value.lower() in wanted)
+        ]
+
+    async def delete_groups(self, group_ids: Sequence[str]) -> dict[str, ErrorCode]:
+        """DeleteGroups: remove empty groups and their offsets (tombstones)."""
+        results: dict[str, ErrorCode] = {}
+        unavailable = self._unavailable()
+        for group_id in group_ids:
+            if unavailable is not None:
+                results[group_id] = unavailable
+                continue
+            group = self.groups.group(group_id)
+            if group is None or group.is_in_state(DEAD):
+                results[group_id] = ErrorCode.GROUP_ID_NOT_FOUND
+            elif not group.is_in_state(EMPTY):
+                results[group_id] = ErrorCode.NON_EMPTY_GROUP
+            else:
+                batch = [
+                    *self.offsets.tombstones(group_id),
+                    (records.group_metadata_key(group_id), None),
+                ]
+                future = ResponseFuture()
+
+                def on_appended(
+                    error: ErrorCode,
+                    now_ms: int,
+                    group_id: str = group_id,
+                    future: ResponseFuture = future,
+                ) -> list[PendingWrite]:
+                    if error == ErrorCode.NO_ERROR:
+                        group = self.groups.groups.get(group_id)
+                        if group is not None and group.is_in_state(EMPTY):
+                            del self.groups.groups[group_id]
+                            group.transition_to(DEAD, now_ms)
+                        self.offsets.delete_group(group_id)
+                    future.complete({"error_code": error})
+                    return []
+
+                self._submit([PendingWrite(self.partition_for(group_id), batch, on_appended)])
+                results[group_id] = (await self._wait(future))["error_code"]
+        return results
+
+
+def _join_response(result: dict[str, Any], version: int) -> dict[str, Any]:
+    response = dict(result)
+    if version < 7 and response.get("protocol_name") is None:
+        response["protocol_name"] = ""  # not nullable before v7
+    return response

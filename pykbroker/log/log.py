@@ -1,0 +1,568 @@
+"""A partition's log: ordered segments and its offsets, after Kafka's ``UnifiedLog``.
+
+Mirrors ``kafka.log.UnifiedLog`` / ``LocalLog`` (local storage only): validate and
+append batches as leader (offsets assigned here) or as follower (offsets kept), roll
+segments, read whole batches for fetches, look up offsets by timestamp, truncate,
+apply retention, and load plus recover the segments of a directory.
+
+Invariants: segments are sorted by base offset, only the last (active) one takes
+appends, and offsets increase through them;
+``log_start_offset <= high_watermark <= log_end_offset`` and
+``recovery_point <= log_end_offset``; everything below ``recovery_point`` was
+fsynced. The log persists nothing global: checkpoints belong to ``LogManager``.
+Not thread-safe: call it from the trio thread (``flush`` may run in a worker thread).
+"""
+
+from __future__ import annotations
+
+import bisect
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+from pykbroker.api.protocol.errors import ErrorCode, KafkaError
+from pykbroker.log.log_config import LogConfig
+from pykbroker.log.log_loader import load_segments, new_segment
+from pykbroker.log.record_batch import (
+    AppendOrigin,
+    BatchHeader,
+    assign_offsets,
+    validate_batches,
+)
+from pykbroker.log.segment import LogSegment
+
+__all__ = [
+    "EARLIEST_TIMESTAMP",
+    "LATEST_TIMESTAMP",
+    "MAX_TIMESTAMP",
+    "Log",
+    "LogAppendInfo",
+    "LogConfig",
+]
+
+# ListOffsets special timestamps
+LATEST_TIMESTAMP = -1
+EARLIEST_TIMESTAMP = -2
+MAX_TIMESTAMP = -3
+
+
+class LogAppendInfo(NamedTuple):
+    """What an append did, for the Produce response (Kafka's ``LogAppendInfo``)."""
+
+    first_offset: int
+    last_offset: int
+    max_timestamp: int
+    log_append_time_ms: int
+    log_start_offset: int
+    records_count: int
+    valid_bytes: int
+    offset_of_max_timestamp: int = -1
+
+
+class Log:
+    """The segments of one topic partition in ``dir``; see the module docstring."""
+
+    def __init__(
+        self,
+        log_dir: Path,
+        config: LogConfig,
+        segments: list[LogSegment],
+        *,
+        log_start_offset: int,
+        now_ms: int,
+    ) -> None:
+        if not segments:
+            raise ValueError("a log has at least one segment")
+        self._dir = log_dir
+        self._config = config
+        self._segments = segments
+        self._base_offsets = [s.base_offset for s in segments]
+        self._log_end_offset = segments[-1].next_offset
+        self._log_start_offset = min(log_start_offset, self._log_end_offset)
+        self._high_watermark = self._log_start_offset
+        self._recovery_point = self._log_end_offset
+        self._now_ms = now_ms
+        self._last_flush_ms = now_ms
+        self._closed = False
+        segments[-1].resize_indexes(config.segment_index_bytes)
+
+    # -- loading ----------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        log_dir: Path,
+        config: LogConfig,
+        *,
+        recover: bool = True,
+        now_ms: int,
+        recovery_point: int | None = None,
+        log_start_offset: int | None = None,
+        high_watermark: int | None = None,
+    ) -> Log:
+        """Load the segments of ``log_dir`` (created if missing), as Kafka's ``LogLoader``.
+
+        Every segment's indexes get a sanity check; a segment failing it is recovered
+        (scanned, its indexes rebuilt). With ``recover`` (unclean shutdown) the segments
+        that may hold offsets >= ``recovery_point`` (only the active segment when it is
+        None) are recovered too, and a torn tail found there drops every later segment.
+        ``log_start_offset`` and ``high_watermark`` come from checkpoints; the high
+        watermark defaults to the log start offset, as Kafka before a leader or
+        follower update (a single-replica leader sets it to ``log_end_offset``).
+        """
+        segments, start = load_segments(
+            log_dir,
+            config,
+            recover=recover,
+            recovery_point=recovery_point,
+            log_start_offset=log_start_offset,
+            now_ms=now_ms,
+        )
+        log = cls(log_dir, config, segments, log_start_offset=start, now_ms=now_ms)
+        if high_watermark is not None:
+            log.high_watermark = high_watermark
+        return log
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def dir(self) -> Path:
+        return self._dir
+
+    @property
+    def config(self) -> LogConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: LogConfig) -> None:
+        if config != self._config:
+            self.update_config(config)
+
+    def update_config(self, config: LogConfig) -> None:
+        """Apply changed topic configs (Kafka's ``updateConfig``)."""
+        self._config = config
+        for segment in self._segments:
+            segment.index_interval_bytes = config.index_interval_bytes
+        self.active_segment.resize_indexes(config.segment_index_bytes)
+
+    @property
+    def segments(self) -> Sequence[LogSegment]:
+        return tuple(self._segments)
+
+    @property
+    def active_segment(self) -> LogSegment:
+        return self._segments[-1]
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._log_end_offset
+
+    @property
+    def recovery_point(self) -> int:
+        return self._recovery_point
+
+    @property
+    def high_watermark(self) -> int:
+        return self._high_watermark
+
+    @high_watermark.setter
+    def high_watermark(self, offset: int) -> None:
+        self._high_watermark = min(max(offset, self._log_start_offset), self._log_end_offset)
+
+    @property
+    def size_in_bytes(self) -> int:
+        return sum(s.size for s in self._segments)
+
+    @property
+    def unflushed_messages(self) -> int:
+        return self._log_end_offset - self._recovery_point
+
+    # -- append -----------------------------------------------------------------------
+
+    def append_as_leader(
+        self,
+        records: bytes | bytearray | memoryview,
+        leader_epoch: int,
+        now_ms: int,
+        *,
+        origin: AppendOrigin = AppendOrigin.CLIENT,
+    ) -> LogAppendInfo:
+        """Validate, assign offsets from ``log_end_offset`` and append (Kafka's leader path).
+
+        Raises KafkaError (CORRUPT_MESSAGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
+        MESSAGE_TOO_LARGE, INVALID_RECORD) before touching the log.
+        """
+        headers = validate_batches(records, self._config.max_message_bytes, origin=origin)
+        if not headers:
+            return self._nothing_appended()
+        buffer = bytearray(records)  # the one copy: offsets are patched into it
+        append_time = now_ms if self._config.is_log_append_time else None
+        first_offset = self._log_end_offset
+        next_offset = assign_offsets(buffer, first_offset, leader_epoch, append_time)
+        max_timestamp, offset_of_max = _max_timestamp(headers, first_offset, append_time)
+        self._append(buffer, first_offset, next_offset - 1, max_timestamp, offset_of_max, now_ms)
+        return LogAppendInfo(
+            first_offset=first_offset,
+            last_offset=next_offset - 1,
+            max_timestamp=max_timestamp,
+            log_append_time_ms=-1 if append_time is None else append_time,
+            log_start_offset=self._log_start_offset,
+            records_count=sum(h.records_count for h in headers),
+            valid_bytes=len(buffer),
+            offset_of_max_timestamp=offset_of_max,
+        )
+
+    def append_as_follower(
+        self, records: bytes | bytearray | memoryview, now_ms: int
+    ) -> LogAppendInfo:
+        """Append replicated batches keeping their offsets and epochs.
+
+        Offsets must increase and start at or after ``log_end_offset`` (a gap is allowed,
+        as after compaction on the leader); otherwise KafkaError(UNKNOWN_SERVER_ERROR),
+        Kafka's UnexpectedAppendOffsetException / OffsetsOutOfOrderException.
+        """
+        headers = validate_batches(
+            records, self._config.max_message_bytes, origin=AppendOrigin.REPLICATION
+        )
+        if not headers:
+            return self._nothing_appended()
+        expected = self._log_end_offset
+        for header in headers:
+            if header.base_offset < expected:
+                raise KafkaError(
+                    ErrorCode.UNKNOWN_SERVER_ERROR,
+                    f"batch base offset {header.base_offset} is below {expected} in {self._dir}",
+                )
+            expected = header.next_offset
+        first_offset = headers[0].base_offset
+        last_offset = headers[-1].last_offset
+        max_timestamp, offset_of_max = _max_timestamp(headers, None, None)
+        self._append(records, first_offset, last_offset, max_timestamp, offset_of_max, now_ms)
+        return LogAppendInfo(
+            first_offset=first_offset,
+            last_offset=last_offset,
+            max_timestamp=max_timestamp,
+            log_append_time_ms=-1,
+            log_start_offset=self._log_start_offset,
+            records_count=sum(h.records_count for h in headers),
+            valid_bytes=len(records),
+            offset_of_max_timestamp=offset_of_max,
+        )
+
+    def _nothing_appended(self) -> LogAppendInfo:
+        return LogAppendInfo(
+            first_offset=self._log_end_offset,
+            last_offset=self._log_end_offset - 1,
+            max_timestamp=-1,
+            log_append_time_ms=-1,
+            log_start_offset=self._log_start_offset,
+            records_count=0,
+            valid_bytes=0,
+        )
+
+    def _append(
+        self,
+        data: bytes | bytearray | memoryview,
+        first_offset: int,
+        last_offset: int,
+        max_timestamp: int,
+        offset_of_max: int,
+        now_ms: int,
+    ) -> None:
+        self._check_open()
+        self._now_ms = now_ms
+        segment = self.active_segment
+        if segment.should_roll(
+            segment_bytes=self._config.segment_bytes,
+            segment_ms=self._config.segment_ms,
+            messages_size=len(data),
+            max_timestamp_in_messages=max_timestamp,
+            max_offset_in_messages=last_offset,
+            now_ms=now_ms,
+        ):
+            segment = self._roll(max(first_offset, self._log_end_offset), now_ms)
+        segment.append(last_offset, data, max_timestamp, offset_of_max)
+        self._log_end_offset = last_offset + 1
+        if self.unflushed_messages >= self._config.flush_messages:
+            self.flush(now_ms)
+
+    # -- roll -------------------------------------------------------------------------
+
+    def roll(self, now_ms: int | None = None) -> LogSegment:
+        """Start a new active segment at ``log_end_offset`` (no-op if the active is empty)."""
+        self._check_open()
+        return self._roll(self._log_end_offset, self._now_ms if now_ms is None else now_ms)
+
+    def _roll(self, base_offset: int, now_ms: int) -> LogSegment:
+        active = self.active_segment
+        if active.size == 0:
+            if active.base_offset == base_offset:
+                return active
+            # An empty segment is useless once the next one starts further on.
+            self._segments.pop()
+            self._base_offsets.pop()
+            active.delete()
+        else:
+            active.on_become_inactive()
+        segment = new_segment(self._dir, self._config, base_offset, now_ms)
+        segment.resize_indexes(self._config.segment_index_bytes)
+        self._segments.append(segment)
+        self._base_offsets.append(base_offset)
+        return segment
+
+    # -- read -------------------------------------------------------------------------
+
+    def read(
+        self,
+        fetch_offset: int,
+        max_bytes: int,
+        *,
+        max_offset: int | None = None,
+        min_one_message: bool = True,
+    ) -> bytes:
+        """Whole batches from the one containing ``fetch_offset``, from one segment.
+
+        Stops before the batch containing ``max_offset`` (the high watermark for
+        consumers) and after ``max_bytes``, except that with ``min_one_message`` the
+        first batch is returned whole. OFFSET_OUT_OF_RANGE below ``log_start_offset`` or
+        above ``log_end_offset``; ``b""`` at ``log_end_offset`` or ``max_offset``.
+        """
+        self._check_open()
+        if fetch_offset < self._log_start_offset or fetch_offset > self._log_end_offset:
+            raise KafkaError(
+                ErrorCode.OFFSET_OUT_OF_RANGE,
+                f"offset {fetch_offset} is outside [{self._log_start_offset}, "
+                f"{self._log_end_offset}] of {self._dir.name}",
+            )
+        if fetch_offset == self._log_end_offset or (
+            max_offset is not None and fetch_offset >= max_offset
+        ):
+            return b""
+        index = max(0, bisect.bisect_right(self._base_offsets, fetch_offset) - 1)
+        for segment in self._segments[index:]:
+            max_position = None
+            if max_offset is not None and max_offset < segment.next_offset:
+                found = segment.translate_offset(max_offset)
+                max_position = found[0] if found is not None else None
+            data = segment.read(fetch_offset, max_bytes, max_position, min_one_message)
+            if data is not None:
+                return data
+        return b""
+
+    # -- offsets by timestamp --------------------------------------------------------------
+
+    def fetch_offset_by_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """``(offset, timestamp)`` of the first record stamped >= ``timestamp`` (ListOffsets).
+
+        The special timestamps answer as Kafka: -2 (earliest) ``(log_start_offset, -1)``,
+        -1 (latest) ``(log_end_offset, -1)``, -3 (max timestamp) the record with the
+        largest timestamp. None when no record qualifies.
+        """
+        self._check_open()
+        if timestamp == EARLIEST_TIMESTAMP:
+            return self._log_start_offset, -1
+        if timestamp == LATEST_TIMESTAMP:
+            return self._log_end_offset, -1
+        if timestamp == MAX_TIMESTAMP:
+            max_timestamp, offset = self.max_timestamp_and_offset()
+            return (offset, max_timestamp) if offset >= 0 else None
+        for segment in self._segments:
+            if segment.max_timestamp_and_offset_so_far[0] < timestamp:
+                continue
+            found = segment.find_offset_by_timestamp(timestamp, self._log_start_offset)
+            if found is not None:
+                return found
+        return None
+
+    def max_timestamp_and_offset(self) -> tuple[int, int]:
+        """``(timestamp, offset)`` of the record with the largest timestamp; (-1, -1) if none."""
+        self._check_open()
+        best: LogSegment | None = None
+        best_timestamp, best_offset = -1, -1
+        for segment in self._segments:
+            timestamp, offset = segment.max_timestamp_and_offset_so_far
+            if timestamp > best_timestamp and offset >= self._log_start_offset:
+                best, best_timestamp, best_offset = segment, timestamp, offset
+        if best is None:
+            return -1, -1
+        exact = best.find_record_with_timestamp(best_timestamp, best_offset)
+        return best_timestamp, best_offset if exact is None else exact
+
+    # -- truncation and retention ----------------------------------------------------------
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove the batch containing ``offset`` and everything after it (Kafka's rule).
+
+        ``log_end_offset`` becomes the base offset of that batch, which is ``offset``
+        itself when it is a batch boundary (the usual case for a follower).
+        """
+        self._check_open()
+        if offset >= self._log_end_offset:
+            return
+        if self._segments[0].base_offset > offset:
+            self.truncate_fully_and_start_at(offset)
+            return
+        while len(self._segments) > 1 and self._segments[-1].base_offset > offset:
+            self._segments.pop().delete()
+            self._base_offsets.pop()
+        active = self.active_segment
+        active.truncate_to(offset)
+        active.resize_indexes(self._config.segment_index_bytes)
+        self._log_end_offset = active.next_offset
+        self._log_start_offset = min(self._log_start_offset, self._log_end_offset)
+        self._high_watermark = min(self._high_watermark, self._log_end_offset)
+        self._recovery_point = min(self._recovery_point, self._log_end_offset)
+
+    def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Delete every segment and restart the log empty at ``offset``."""
+        self._check_open()
+        for segment in self._segments:
+            segment.delete()
+        segment = new_segment(self._dir, self._config, offset, self._now_ms)
+        segment.resize_indexes(self._config.segment_index_bytes)
+        self._segments = [segment]
+        self._base_offsets = [offset]
+        self._log_end_offset = self._log_start_offset = offset
+        self._high_watermark = self._recovery_point = offset
+
+    def maybe_increment_log_start_offset(self, offset: int) -> bool:
+        """Move ``log_start_offset`` up to ``offset`` <= high watermark (DeleteRecords)."""
+        self._check_open()
+        if offset > self._high_watermark:
+            raise KafkaError(
+                ErrorCode.OFFSET_OUT_OF_RANGE,
+                f"cannot move the log start offset to {offset} past the high watermark "
+                f"{self._high_watermark}",
+            )
+        if offset <= self._log_start_offset:
+            return False
+        self._log_start_offset = offset
+        return True
+
+    def delete_old_segments(self, now_ms: int) -> int:
+        """Kafka's retention: segments past ``retention.ms``/``retention.bytes`` or below the
+        log start offset, never beyond the high watermark. Returns the number deleted."""
+        self._check_open()
+        self._now_ms = now_ms
+        deleted = self._delete_segments(self._below_log_start_offset, now_ms)
+        if not self._config.delete_enabled:
+            return deleted
+        retention_ms = self._config.retention_ms
+        if retention_ms >= 0:
+            deleted += self._delete_segments(
+                lambda s, _: now_ms - s.largest_timestamp > retention_ms, now_ms
+            )
+        if self._config.retention_bytes >= 0:
+            excess = [self.size_in_bytes - self._config.retention_bytes]
+
+            def over_size(segment: LogSegment, _: int | None) -> bool:
+                if excess[0] - segment.size < 0:
+                    return False
+                excess[0] -= segment.size
+                return True
+
+            deleted += self._delete_segments(over_size, now_ms)
+        return deleted
+
+    def _below_log_start_offset(self, _: LogSegment, upper_bound: int | None) -> bool:
+        return upper_bound is not None and upper_bound <= self._log_start_offset
+
+    def _delete_segments(
+        self, predicate: Callable[[LogSegment, int | None], bool], now_ms: int
+    ) -> int:
+        deletable: list[LogSegment] = []
+        last = len(self._segments) - 1
+        for i, segment in enumerate(self._segments):
+            upper_bound = self._base_offsets[i + 1] if i < last else self._log_end_offset
+            if i == last and segment.size == 0:
+                break
+            if self._high_watermark < upper_bound or not predicate(segment, upper_bound):
+                break
+            deletable.append(segment)
+        if not deletable:
+            return 0
+        if len(deletable) == len(self._segments):
+            self._roll(self._log_end_offset, now_ms)
+        del self._segments[: len(deletable)]
+        del self._base_offsets[: len(deletable)]
+        for segment in deletable:
+            segment.delete()
+        self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
+        self._high_watermark = max(self._high_watermark, self._log_start_offset)
+        self._recovery_point = max(self._recovery_point, self._log_start_offset)
+        return len(deletable)
+
+    # -- flush and lifecycle ------------------------------------------------------------
+
+    def flush(self, now_ms: int | None = None) -> None:
+        """fsync every segment holding offsets at or after the recovery point."""
+        self._check_open()
+        log_end_offset = self._log_end_offset
+        if log_end_offset > self._recovery_point:
+            segments = list(self._segments)
+            bases = list(self._base_offsets)
+            for i, segment in enumerate(segments):
+                if i + 1 < len(bases) and bases[i + 1] <= self._recovery_point:
+                    continue
+                segment.flush()
+            self._recovery_point = max(self._recovery_point, log_end_offset)
+        self._last_flush_ms = self._now_ms if now_ms is None else now_ms
+
+    def flush_if_due(self, now_ms: int) -> bool:
+        """Flush when ``flush.ms`` has passed since the last flush (Kafka's log flusher)."""
+        if self._closed or now_ms - self._last_flush_ms < self._config.flush_ms:
+            return False
+        self.flush(now_ms)
+        return True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        for segment in self._segments:
+            segment.close()
+        self._closed = True
+
+    def delete(self) -> None:
+        """Delete every segment file and the directory."""
+        for segment in self._segments:
+            segment.delete()
+        self._closed = True
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"log {self._dir} is closed")
+
+    def __repr__(self) -> str:
+        return (
+            f"Log({self._dir.name}, log_start_offset={self._log_start_offset}, "
+            f"log_end_offset={self._log_end_offset}, segments={len(self._segments)})"
+        )
+
+
+def _max_timestamp(
+    headers: list[BatchHeader], first_offset: int | None, append_time: int | None
+) -> tuple[int, int]:
+    """(max timestamp, last offset of the first batch carrying it) of validated batches.
+
+    ``first_offset`` re-bases batches whose offsets are not assigned yet.
+    """
+    if append_time is not None:
+        assert first_offset is not None
+        return append_time, first_offset + headers[0].last_offset_delta
+    max_timestamp, offset_of_max = -1, -1
+    next_offset = first_offset
+    for header in headers:
+        if next_offset is None:
+            last_offset = header.last_offset
+        else:
+            last_offset = next_offset + header.last_offset_delta
+            next_offset = last_offset + 1
+        if header.max_timestamp > max_timestamp:
+            max_timestamp, offset_of_max = header.max_timestamp, last_offset
+    return max_timestamp, offset_of_max

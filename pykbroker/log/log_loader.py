@@ -1,0 +1,124 @@
+"""Loading a partition directory into segments, after Kafka's ``LogLoader``.
+
+Mirrors ``org.apache.kafka.storage.internals.log.LogLoader``: list the ``.log`` files,
+drop stray and orphaned files, sanity-check every segment's indexes (rebuilding those
+that fail), recover the segments that may hold unflushed data after an unclean
+shutdown, and settle the log start offset.
+
+Invariant: the returned segments are sorted by base offset, each passed its sanity
+check or was recovered, and none follows a segment whose unflushed tail was torn
+(those are deleted, as Kafka does). There is always at least one segment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pykbroker.api.protocol.errors import KafkaError
+from pykbroker.log.index import CorruptIndexError
+from pykbroker.log.log_config import LogConfig
+from pykbroker.log.segment import (
+    INDEX_FILE_SUFFIX,
+    LOG_FILE_SUFFIX,
+    TIME_INDEX_FILE_SUFFIX,
+    LogSegment,
+    log_file,
+)
+
+__all__ = ["load_segments", "new_segment"]
+
+_STRAY_SUFFIXES = (".deleted", ".cleaned", ".swap", ".tmp")
+
+
+def new_segment(log_dir: Path, config: LogConfig, base_offset: int, now_ms: int) -> LogSegment:
+    """A fresh empty segment at ``base_offset`` (leftover files of that name are removed)."""
+    path = log_file(log_dir, base_offset)
+    for suffix in (LOG_FILE_SUFFIX, INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX):
+        path.with_suffix(suffix).unlink(missing_ok=True)
+    return LogSegment(
+        log_dir,
+        base_offset,
+        index_interval_bytes=config.index_interval_bytes,
+        max_index_size=config.segment_index_bytes,
+        created_ms=now_ms,
+    )
+
+
+def load_segments(
+    log_dir: Path,
+    config: LogConfig,
+    *,
+    recover: bool,
+    recovery_point: int | None,
+    log_start_offset: int | None,
+    now_ms: int,
+) -> tuple[list[LogSegment], int]:
+    """The segments of ``log_dir`` (created if missing) and the log start offset.
+
+    With ``recover`` the segments that may hold offsets >= ``recovery_point`` are
+    recovered (only the last one when ``recovery_point`` is None).
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    segments = [
+        LogSegment(
+            log_dir,
+            base_offset,
+            index_interval_bytes=config.index_interval_bytes,
+            max_index_size=config.segment_index_bytes,
+            created_ms=now_ms,
+        )
+        for base_offset in _base_offsets(log_dir)
+    ]
+    for i, segment in enumerate(segments):
+        unflushed = recover and (
+            i == len(segments) - 1
+            or (recovery_point is not None and segments[i + 1].base_offset > recovery_point)
+        )
+        if not unflushed:
+            try:
+                segment.sanity_check()
+            except (CorruptIndexError, KafkaError):
+                segment.recover(config.max_message_bytes)
+            continue
+        if segment.recover(config.max_message_bytes) > 0:
+            for later in segments[i + 1 :]:
+                later.delete()
+            del segments[i + 1 :]
+            break
+    start = segments[0].base_offset if segments else (log_start_offset or 0)
+    if log_start_offset is not None:
+        start = max(start, log_start_offset)
+    if segments and start > segments[-1].next_offset:
+        # The log lost (or never had) what its checkpointed start offset covers.
+        for segment in segments:
+            segment.delete()
+        segments = []
+    if not segments:
+        segments = [new_segment(log_dir, config, start, now_ms)]
+    return segments, start
+
+
+def _base_offsets(log_dir: Path) -> list[int]:
+    """Base offsets of the ``.log`` files; removes stray and orphaned index files."""
+    base_offsets: set[int] = set()
+    index_files: list[tuple[int, Path]] = []
+    for entry in os.scandir(log_dir):
+        name = entry.name
+        if not entry.is_file():
+            continue
+        path = Path(entry.path)
+        if name.endswith(_STRAY_SUFFIXES):
+            path.unlink(missing_ok=True)
+            continue
+        stem, _, suffix = name.partition(".")
+        if len(stem) != 20 or not stem.isdigit():
+            continue
+        if "." + suffix == LOG_FILE_SUFFIX:
+            base_offsets.add(int(stem))
+        elif "." + suffix in (INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX):
+            index_files.append((int(stem), path))
+    for base_offset, path in index_files:
+        if base_offset not in base_offsets:
+            path.unlink(missing_ok=True)
+    return sorted(base_offsets)
