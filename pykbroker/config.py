@@ -134,6 +134,8 @@ class BrokerConfig:
     offsets_topic_replication_factor: int = 1
     offset_metadata_max_bytes: int = 4096
     connections_max_idle_ms: int = 600_000
+    max_connections: int = 2**31 - 1
+    max_connections_per_ip: int = 2**31 - 1
     controlled_shutdown_timeout_ms: int = 5000
     pykbroker_trace_requests: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -212,6 +214,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "offsets.topic.replication.factor": _int(1, 32767),
     "offset.metadata.max.bytes": _int(0, 2**31 - 1),
     "connections.max.idle.ms": _int(-1),
+    "max.connections": _int(1, 2**31 - 1),
+    "max.connections.per.ip": _int(1, 2**31 - 1),
     "controlled.shutdown.timeout.ms": _int(0),
     "pykbroker.trace.requests": _bool,
 }

@@ -147,6 +147,8 @@ class BrokerServer:
                 else None
             ),
             shutting_down=self.shutting_down,
+            max_connections=config.max_connections,
+            max_connections_per_ip=config.max_connections_per_ip,
         )
         async with trio.open_nursery() as background:
             await background.start(group_coordinator.run)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 from typing import Any
 
 import trio
@@ -39,13 +40,18 @@ class ConnectionHandler:
         max_frame_bytes: int,
         idle_timeout_s: float | None,
         shutting_down: trio.Event,
+        max_connections: int = 2**31 - 1,
+        max_connections_per_ip: int = 2**31 - 1,
     ) -> None:
         self.dispatcher = dispatcher
         self.max_frame_bytes = max_frame_bytes
         self.idle_timeout_s = idle_timeout_s
         self.shutting_down = shutting_down
+        self.max_connections_per_ip = max_connections_per_ip
+        self._slots = trio.CapacityLimiter(max_connections)
         self.in_flight = 0
         self.connections = 0
+        self.per_ip: Counter[str] = Counter()
 
     async def __call__(self, stream: trio.SocketStream) -> None:
         connection_id = f"conn-{next(_ids)}"
@@ -54,9 +60,24 @@ class ConnectionHandler:
             client_host = str(peer[0])
         except OSError:
             client_host = "?"
-        self.connections += 1
+        if self.per_ip[client_host] >= self.max_connections_per_ip:
+            log.warning(
+                "closing connection %s from %s: max.connections.per.ip=%d reached",
+                connection_id,
+                client_host,
+                self.max_connections_per_ip,
+            )
+            await stream.aclose()
+            return
+        self.per_ip[client_host] += 1
         try:
-            await self._serve(stream, client_host, connection_id)
+            # max.connections: like Kafka's acceptor, wait for a free slot before serving.
+            async with self._slots:
+                self.connections += 1
+                try:
+                    await self._serve(stream, client_host, connection_id)
+                finally:
+                    self.connections -= 1
         except CloseConnection as exc:
             log.warning("closing connection %s from %s: %s", connection_id, client_host, exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
@@ -64,7 +85,9 @@ class ConnectionHandler:
         except Exception:
             log.exception("connection %s from %s failed", connection_id, client_host)
         finally:
-            self.connections -= 1
+            self.per_ip[client_host] -= 1
+            if not self.per_ip[client_host]:
+                del self.per_ip[client_host]
             with trio.move_on_after(1) as cleanup:
                 cleanup.shield = True
                 await stream.aclose()

@@ -309,14 +309,6 @@ def test_comment_stripping_keeps_slashes_inside_strings() -> None:
     assert json.loads(text) == {"about": "see http://kafka.apache.org // not a comment"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "messages/list_client_metrics_resources.py is a stale output of tools/gen_messages.py "
-        "(message/ListClientMetricsResources*.json, renamed ListConfigResources in 4.3, same "
-        "API key 74); the generator no longer writes it, delete the file"
-    ),
-)
 def test_every_generated_message_module_is_reachable_from_modules() -> None:
     from pykbroker.api.protocol import messages
 

@@ -84,13 +84,19 @@ def partition_of(response: dict[str, Any], key: str = "partition_responses") -> 
 async def test_api_versions_lists_kafka_4_1_ranges_for_served_apis() -> None:
     async with serve() as broker:
         client = await WireClient.connect(broker.bootstrap_servers)
-        for version in range(0, 5):
-            response = await client.request(ApiKey.API_VERSIONS, version, {
-                "client_software_name": "pykbroker-tests",
-                "client_software_version": "1.0",
-            })
+        for version in range(5):
+            response = await client.request(
+                ApiKey.API_VERSIONS,
+                version,
+                {
+                    "client_software_name": "pykbroker-tests",
+                    "client_software_version": "1.0",
+                },
+            )
             assert response["error_code"] == ErrorCode.NO_ERROR
-            listed = {k["api_key"]: (k["min_version"], k["max_version"]) for k in response["api_keys"]}
+            listed = {
+                k["api_key"]: (k["min_version"], k["max_version"]) for k in response["api_keys"]
+            }
             assert listed == {key: RELEASE_4_1[key] for key in SUPPORTED}
             assert listed[ApiKey.PRODUCE] == (0, 13)
         await client.aclose()
@@ -112,9 +118,13 @@ async def test_produce_then_fetch_returns_the_same_batch_bytes_with_offsets() ->
     async with serve() as broker:
         client = await WireClient.connect(broker.bootstrap_servers)
         assert (await create_topic(client, "orders"))["error_code"] == ErrorCode.NO_ERROR
-        records = [Record(b"k%d" % i, b"v%d" % i, (("h", b"x"),), 1_700_000_000_000 + i) for i in range(5)]
+        records = [
+            Record(b"k%d" % i, b"v%d" % i, (("h", b"x"),), 1_700_000_000_000 + i) for i in range(5)
+        ]
         for version in (3, 9, 12):
-            response = await client.request(ApiKey.PRODUCE, version, produce_body("orders", build_batch(records)))
+            response = await client.request(
+                ApiKey.PRODUCE, version, produce_body("orders", build_batch(records))
+            )
             assert partition_of(response)["error_code"] == ErrorCode.NO_ERROR
         assert partition_of(response)["base_offset"] == 10
         fetched = await client.request(ApiKey.FETCH, 12, fetch_body("orders", 0))
@@ -134,9 +144,13 @@ async def test_parked_fetch_answers_as_soon_as_a_record_arrives() -> None:
         client = await WireClient.connect(broker.bootstrap_servers)
         producer = await WireClient.connect(broker.bootstrap_servers)
         await create_topic(client, "events")
-        correlation_id = await client.send(ApiKey.FETCH, 12, fetch_body("events", 0, max_wait_ms=30_000))
+        correlation_id = await client.send(
+            ApiKey.FETCH, 12, fetch_body("events", 0, max_wait_ms=30_000)
+        )
         await trio.sleep(0.05)
-        await producer.request(ApiKey.PRODUCE, 9, produce_body("events", build_batch([Record(None, b"x")])))
+        await producer.request(
+            ApiKey.PRODUCE, 9, produce_body("events", build_batch([Record(None, b"x")]))
+        )
         with trio.fail_after(5):  # far below the 30 s max wait: the parked fetch was woken
             fetched = await client.receive(ApiKey.FETCH, 12, correlation_id)
         assert len(records_of(partition_of(fetched, "partitions")["records"])) == 1
@@ -170,7 +184,9 @@ async def test_batch_over_message_max_bytes_gets_message_too_large() -> None:
 async def test_produce_to_missing_topic_gets_unknown_topic_or_partition() -> None:
     async with serve(auto_create_topics_enable="false") as broker:
         client = await WireClient.connect(broker.bootstrap_servers)
-        response = await client.request(ApiKey.PRODUCE, 9, produce_body("nope", build_batch([Record(None, b"x")])))
+        response = await client.request(
+            ApiKey.PRODUCE, 9, produce_body("nope", build_batch([Record(None, b"x")]))
+        )
         assert partition_of(response)["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         metadata = await client.request(ApiKey.METADATA, 12, {"topics": [{"name": "nope"}]})
         assert metadata["topics"][0]["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
@@ -180,11 +196,15 @@ async def test_produce_to_missing_topic_gets_unknown_topic_or_partition() -> Non
 async def test_metadata_auto_creates_topics_with_num_partitions() -> None:
     async with serve(num_partitions=3) as broker:
         client = await WireClient.connect(broker.bootstrap_servers)
-        metadata = await client.request(ApiKey.METADATA, 12, {"topics": [{"name": "auto"}], "allow_auto_topic_creation": True})
+        metadata = await client.request(
+            ApiKey.METADATA, 12, {"topics": [{"name": "auto"}], "allow_auto_topic_creation": True}
+        )
         topic = metadata["topics"][0]
         assert topic["error_code"] == ErrorCode.NO_ERROR
         assert sorted(p["partition_index"] for p in topic["partitions"]) == [0, 1, 2]
-        assert metadata["brokers"] == [{"node_id": 1, "host": "127.0.0.1", "port": broker.endpoint().port, "rack": None}]
+        assert metadata["brokers"] == [
+            {"node_id": 1, "host": "127.0.0.1", "port": broker.endpoint().port, "rack": None}
+        ]
         assert metadata["cluster_id"] == broker.cluster_id
         await client.aclose()
 
@@ -193,7 +213,9 @@ async def test_acks_zero_gets_no_response_but_the_data_is_written() -> None:
     async with serve() as broker:
         client = await WireClient.connect(broker.bootstrap_servers)
         await create_topic(client, "t")
-        await client.send(ApiKey.PRODUCE, 9, produce_body("t", build_batch([Record(None, b"x")]), acks=0))
+        await client.send(
+            ApiKey.PRODUCE, 9, produce_body("t", build_batch([Record(None, b"x")]), acks=0)
+        )
         metadata = await client.request(ApiKey.METADATA, 12, {"topics": None})
         assert [t["name"] for t in metadata["topics"]] == ["t"]  # the next frame is this answer
         fetched = await client.request(ApiKey.FETCH, 12, fetch_body("t", 0))
@@ -219,10 +241,17 @@ async def test_list_offsets_earliest_latest_and_by_timestamp() -> None:
             await client.request(ApiKey.PRODUCE, 9, produce_body("t", build_batch([rec])))
         answers = []
         for ts in (-2, -1, 2000, 2500, 9999, -3):
-            response = await client.request(ApiKey.LIST_OFFSETS, 9, {
-                "replica_id": -1, "isolation_level": 0,
-                "topics": [{"name": "t", "partitions": [{"partition_index": 0, "timestamp": ts}]}],
-            })
+            response = await client.request(
+                ApiKey.LIST_OFFSETS,
+                9,
+                {
+                    "replica_id": -1,
+                    "isolation_level": 0,
+                    "topics": [
+                        {"name": "t", "partitions": [{"partition_index": 0, "timestamp": ts}]}
+                    ],
+                },
+            )
             part = response["topics"][0]["partitions"][0]
             answers.append((part["offset"], part["timestamp"]))
         assert answers == [(0, -1), (3, -1), (1, 2000), (2, 3000), (-1, -1), (2, 3000)]
@@ -254,7 +283,7 @@ async def test_garbage_body_closes_the_connection_and_the_broker_carries_on() ->
     async with serve() as broker:
         client = await WireClient.connect(broker.bootstrap_servers)
         frame = encode_request(ApiKey.METADATA, 12, {"topics": None}, 1)
-        garbage = frame[:4 + 12] + b"\xff" * (len(frame) - 16)
+        garbage = frame[: 4 + 12] + b"\xff" * (len(frame) - 16)
         await client.send_raw(struct.pack(">i", len(garbage) - 4) + garbage[4:])
         assert await client.receive_frame() is None
         again = await WireClient.connect(broker.bootstrap_servers)
@@ -267,7 +296,13 @@ async def test_records_and_topics_survive_a_restart(tmp_path: Path) -> None:
     async with serve(log_dirs=tmp_path) as broker:
         client = await WireClient.connect(broker.bootstrap_servers)
         await create_topic(client, "durable", partitions=2)
-        await client.request(ApiKey.PRODUCE, 9, produce_body("durable", build_batch([Record(b"a", b"1"), Record(b"b", b"2")]), partition=1))
+        await client.request(
+            ApiKey.PRODUCE,
+            9,
+            produce_body(
+                "durable", build_batch([Record(b"a", b"1"), Record(b"b", b"2")]), partition=1
+            ),
+        )
         cluster_id = broker.cluster_id
         await client.aclose()
     async with serve(log_dirs=tmp_path) as broker:
@@ -286,12 +321,16 @@ async def test_delete_topic_removes_it_and_its_log(tmp_path: Path) -> None:
         client = await WireClient.connect(broker.bootstrap_servers)
         await create_topic(client, "gone")
         assert (tmp_path / "gone-0").is_dir()
-        response = await client.request(ApiKey.DELETE_TOPICS, 6, {"topics": [{"name": "gone"}], "timeout_ms": 1000})
+        response = await client.request(
+            ApiKey.DELETE_TOPICS, 6, {"topics": [{"name": "gone"}], "timeout_ms": 1000}
+        )
         assert response["responses"][0]["error_code"] == ErrorCode.NO_ERROR
         metadata = await client.request(ApiKey.METADATA, 12, {"topics": None})
         assert metadata["topics"] == []
         assert not (tmp_path / "gone-0").exists()
-        again = await client.request(ApiKey.DELETE_TOPICS, 6, {"topics": [{"name": "gone"}], "timeout_ms": 1000})
+        again = await client.request(
+            ApiKey.DELETE_TOPICS, 6, {"topics": [{"name": "gone"}], "timeout_ms": 1000}
+        )
         assert again["responses"][0]["error_code"] == ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
         await client.aclose()
 
@@ -301,6 +340,10 @@ async def test_create_topics_errors_are_per_topic() -> None:
         client = await WireClient.connect(broker.bootstrap_servers)
         assert (await create_topic(client, "dup"))["error_code"] == ErrorCode.NO_ERROR
         assert (await create_topic(client, "dup"))["error_code"] == ErrorCode.TOPIC_ALREADY_EXISTS
-        assert (await create_topic(client, "bad/name"))["error_code"] == ErrorCode.INVALID_TOPIC_EXCEPTION
-        assert (await create_topic(client, "zero", partitions=0))["error_code"] == ErrorCode.INVALID_PARTITIONS
+        assert (await create_topic(client, "bad/name"))[
+            "error_code"
+        ] == ErrorCode.INVALID_TOPIC_EXCEPTION
+        assert (await create_topic(client, "zero", partitions=0))[
+            "error_code"
+        ] == ErrorCode.INVALID_PARTITIONS
         await client.aclose()

@@ -29,9 +29,20 @@ def _serve(*args: str) -> subprocess.Popen[str]:
 def test_invalid_value_exits_2_before_writing_anything(tmp_path: Path) -> None:
     data = tmp_path / "data"
     result = subprocess.run(
-        [sys.executable, "-m", "pykbroker", "serve", "--override", "num.partitions=zero",
-         "--override", f"log.dirs={data}"],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pykbroker",
+            "serve",
+            "--override",
+            "num.partitions=zero",
+            "--override",
+            f"log.dirs={data}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert "num.partitions" in result.stderr
@@ -41,7 +52,10 @@ def test_invalid_value_exits_2_before_writing_anything(tmp_path: Path) -> None:
 def test_missing_properties_file_exits_2(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "pykbroker", "serve", str(tmp_path / "nope.properties")],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
 
@@ -51,7 +65,9 @@ def test_signal_shuts_down_gracefully_and_marks_clean_shutdown(
     tmp_path: Path, signum: signal.Signals
 ) -> None:
     props = tmp_path / "server.properties"
-    props.write_text(f"listeners=PLAINTEXT://127.0.0.1:0\nlog.dirs={tmp_path / 'data'}\nbogus.key=1\n")
+    props.write_text(
+        f"listeners=PLAINTEXT://127.0.0.1:0\nlog.dirs={tmp_path / 'data'}\nbogus.key=1\n"
+    )
     proc = _serve(str(props))
     lines: list[str] = []
     started = threading.Event()
