@@ -1,0 +1,1 @@
+"""Real Kafka clients (kafka-python, confluent-kafka, kcat) against a pykbroker process."""
