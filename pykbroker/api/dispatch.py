@@ -9,7 +9,8 @@ It is the firewall between bytes from the network and the handlers:
 * a body that does not decode raises ``CloseConnection`` too;
 * a ``KafkaError`` from a handler becomes that error code in the response;
 * any other exception is logged with the request summary and answered with
-  ``UNKNOWN_SERVER_ERROR``; the connection stays open.
+  ``UNKNOWN_SERVER_ERROR`` in every error field the response has (``error_responses.py``);
+  the connection stays open.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .context import BrokerServices, RequestContext
+from .error_responses import error_response as error_response
 from .handlers import HANDLERS
 from .protocol import codec
 from .protocol.api_keys import RELEASE_4_1, ApiKey
@@ -133,7 +135,9 @@ class Dispatcher:
         try:
             response = await handler(ctx, request)
         except KafkaError as exc:
-            response = self._error_response(header, exc.code, exc.message)
+            response = error_response(
+                api_key, header.request_api_version, request, exc.code, exc.message
+            )
         except Exception:
             log.exception(
                 "unexpected error handling %s v%d (correlation id %d, client %r, from %s)",
@@ -143,7 +147,9 @@ class Dispatcher:
                 header.client_id,
                 client_host,
             )
-            response = self._error_response(header, ErrorCode.UNKNOWN_SERVER_ERROR, None)
+            response = error_response(
+                api_key, header.request_api_version, request, ErrorCode.UNKNOWN_SERVER_ERROR, None
+            )
         if response is None:
             return None
         if self.trace:
@@ -154,20 +160,6 @@ class Dispatcher:
             header.correlation_id, response_header_version(api_key, version)
         )
         return _frame(head, body)
-
-    def _error_response(
-        self, header: RequestHeader, code: ErrorCode, message: str | None
-    ) -> dict[str, Any]:
-        fields = {f.name for f in response_message(header.request_api_key).fields}
-        if "error_code" not in fields:
-            raise CloseConnection(
-                f"{api_name(header.request_api_key)} failed with {code.name} and has no "
-                "top-level error code to report it"
-            )
-        response: dict[str, Any] = {"error_code": code}
-        if "error_message" in fields:
-            response["error_message"] = message
-        return response
 
     def _trace(
         self, kind: str, header: RequestHeader, message: dict[str, Any], connection_id: str

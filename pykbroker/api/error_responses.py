@@ -1,0 +1,77 @@
+"""A whole-request error as a response: Kafka's ``AbstractRequest.getErrorResponse``.
+
+When a handler fails unexpectedly the client must still get an answer it can act on, with the
+error code in every place the response has one: at the top level where the response has a
+top-level ``error_code`` (in that version), else on every topic/partition/group/coordinator the
+request named. The shape comes from the request itself, so this works for every API without a
+hand-written case per key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .protocol.errors import ErrorCode
+from .protocol.registry import response_message
+from .protocol.schema import Field
+
+#: request list field -> (response list field, the key fields copied from request to response)
+_MIRRORS: dict[int, list[tuple[str, str, dict[str, str]]]] = {
+    0: [("topic_data", "responses", {"name": "name", "topic_id": "topic_id"})],
+    1: [("topics", "responses", {"topic": "topic", "topic_id": "topic_id"})],
+    2: [("topics", "topics", {"name": "name"})],
+    3: [("topics", "topics", {"name": "name", "topic_id": "topic_id"})],
+    8: [("topics", "topics", {"name": "name", "topic_id": "topic_id"})],
+    9: [("topics", "topics", {"name": "name"}), ("groups", "groups", {"group_id": "group_id"})],
+    10: [("coordinator_keys", "coordinators", {"": "key"})],
+    15: [("groups", "groups", {"": "group_id"})],
+    19: [("topics", "topics", {"name": "name"})],
+    20: [("topic_names", "responses", {"": "name"}), ("topics", "responses", {"name": "name"})],
+    21: [("topics", "topics", {"name": "name"})],
+    42: [("groups_names", "results", {"": "group_id"})],
+}
+
+#: request partition list -> (response partition list, index field in request, in response)
+_PARTITIONS: dict[int, tuple[str, str, str, str]] = {
+    0: ("partition_data", "partition_responses", "index", "index"),
+    1: ("partitions", "partitions", "partition", "partition_index"),
+    2: ("partitions", "partitions", "partition_index", "partition_index"),
+    8: ("partitions", "partitions", "partition_index", "partition_index"),
+    9: ("partition_indexes", "partitions", "", "partition_index"),
+    21: ("partitions", "partitions", "partition_index", "partition_index"),
+}
+
+
+def _has_field(fields: tuple[Field, ...], name: str, version: int) -> bool:
+    return any(f.name == name and version in f.versions for f in fields)
+
+
+def error_response(
+    api_key: int, version: int, request: dict[str, Any], code: ErrorCode, message: str | None
+) -> dict[str, Any]:
+    """A response to ``request`` that reports ``code`` everywhere it can."""
+    declaration = response_message(api_key)
+    response: dict[str, Any] = {}
+    if _has_field(declaration.fields, "error_code", version):
+        response["error_code"] = code
+        if _has_field(declaration.fields, "error_message", version):
+            response["error_message"] = message
+    for request_list, response_list, keys in _MIRRORS.get(api_key, []):
+        items = request.get(request_list) or []
+        entries = response.setdefault(response_list, [])
+        for item in items:
+            entry: dict[str, Any] = {"error_code": code, "error_message": message}
+            for source, target in keys.items():
+                entry[target] = item if source == "" else item.get(source)
+            partitions = _PARTITIONS.get(api_key)
+            if partitions is not None and isinstance(item, dict):
+                source_list, target_list, source_index, target_index = partitions
+                entry[target_list] = [
+                    {
+                        target_index: p if source_index == "" else p[source_index],
+                        "error_code": code,
+                    }
+                    for p in item.get(source_list) or []
+                ]
+            entries.append(entry)
+    return response
