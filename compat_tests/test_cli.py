@@ -8,10 +8,11 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from compat_tests.conftest import (
     LIBRDKAFKA_LOG,
@@ -24,12 +25,18 @@ from compat_tests.helpers import unique_topic, wait_until
 
 pytestmark = pytest.mark.compat
 
-CLIENT = {"socket.timeout.ms": 10_000, "logger": LIBRDKAFKA_LOG}
+CLIENT: dict[str, Any] = {"socket.timeout.ms": 10_000, "logger": LIBRDKAFKA_LOG}
 
 
 def producer(b: BrokerProcess) -> Producer:
     p = Producer({"bootstrap.servers": b.bootstrap_servers, **CLIENT})
-    close_at_teardown(lambda: (p.purge(), p.flush(1), p.close()))
+
+    def close() -> None:
+        p.purge()
+        p.flush(1)
+        p.close()
+
+    close_at_teardown(close)
     return p
 
 
@@ -167,5 +174,5 @@ def test_garbage_on_the_socket_does_not_take_the_broker_down(module_broker: Brok
                     pass
             except (ConnectionResetError, TimeoutError):
                 pass
-    assert module_broker.running()
+    assert module_broker.running
     assert partitions_of(module_broker, "no-such-topic-for-metadata") is None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from confluent_kafka import (
@@ -18,7 +18,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from compat_tests.conftest import (
     LIBRDKAFKA_LOG,
@@ -135,7 +135,22 @@ def produce_all(p: Producer, topic: str, records: list[Rec]) -> list[Message]:
 def to_rec(m: Message) -> Rec:
     ts_type, ts = m.timestamp()
     assert ts_type == TIMESTAMP_CREATE_TIME, f"offset {m.offset()}: timestamp type {ts_type}"
-    return Rec(m.key(), m.value(), tuple(m.headers() or ()), ts, m.partition(), m.offset())
+    headers = m.headers() or []
+    assert isinstance(headers, list)
+    partition = m.partition()
+    assert partition is not None
+    hdrs = cast(list[tuple[str, bytes]], headers)
+    return Rec(as_bytes(m.key()), as_bytes(m.value()), tuple(hdrs), ts, partition, m.offset())
+
+
+def as_bytes(data: str | bytes | None) -> bytes | None:
+    assert not isinstance(data, str)
+    return data
+
+
+def error_code(m: Message) -> Any:
+    err = m.error()
+    return None if err is None else err.code()
 
 
 def read(c: Consumer, n: int, *, timeout: float = 20, settle: float = 0.0) -> list[Rec]:
@@ -147,7 +162,7 @@ def read(c: Consumer, n: int, *, timeout: float = 20, settle: float = 0.0) -> li
         if m is None:
             return
         if m.error() is not None:
-            if m.error().code() == KafkaError._PARTITION_EOF:
+            if error_code(m) == KafkaError._PARTITION_EOF:
                 return
             raise KafkaException(m.error())
         out.append(to_rec(m))
@@ -175,9 +190,11 @@ def eof_offset(c: Consumer, tp: TopicPartition, timeout: float = 10) -> int:
         if m is None:
             continue
         assert m.error() is not None, f"unexpected record at offset {m.offset()}"
-        assert m.error().code() == KafkaError._PARTITION_EOF, m.error()
+        assert error_code(m) == KafkaError._PARTITION_EOF, m.error()
         if (m.topic(), m.partition()) == (tp.topic, tp.partition):
-            return int(m.offset())
+            offset = m.offset()
+            assert offset is not None
+            return offset
 
 
 def committed(c: Consumer, tp: TopicPartition) -> int:
@@ -194,12 +211,15 @@ def test_metadata_lists_the_single_broker_and_topics(module_broker: BrokerProces
     create_topic(module_broker, topic, partitions=3)
     md = admin_client(module_broker).list_topics(timeout=10)
     nid = module_broker.node_id
-    assert {i: (bm.id, bm.host, bm.port) for i, bm in md.brokers.items()} == {
-        nid: (nid, "127.0.0.1", module_broker.port)
+    brokers: dict[int, tuple[int, Any, Any]] = {
+        i: (bm.id, bm.host, bm.port) for i, bm in md.brokers.items()
     }
-    assert md.cluster_id
+    assert brokers == {nid: (nid, "127.0.0.1", module_broker.port)}
+    cluster_id: object = md.cluster_id  # typed as None by confluent-kafka's stubs
+    assert cluster_id
     tmd = md.topics[topic]
-    assert tmd.error is None
+    topic_error: object = tmd.error  # typed non-optional by confluent-kafka, None when fine
+    assert topic_error is None
     assert sorted(tmd.partitions) == [0, 1, 2]
     for pmd in tmd.partitions.values():
         assert pmd.error is None
@@ -270,7 +290,7 @@ def test_produce_with_acks_then_consume_byte_identical(
     sent = make_records(60, seed=11, big_every=25)
     msgs = produce_all(new_producer(module_broker, acks=acks), topic, sent)
     if acks != "0":  # acks=0 has no response, so no offsets: the consumer checks those
-        assert sorted(m.offset() for m in msgs) == list(range(len(sent)))
+        assert sorted(m.offset() or 0 for m in msgs) == list(range(len(sent)))
     with consumer(module_broker) as c:
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         assert_same_records(read(c, len(sent), settle=0.3), sent)
@@ -285,7 +305,7 @@ def test_produce_compressed_then_consume_byte_identical(
     sent = make_records(400, seed=12, big_every=150)
     p = new_producer(module_broker, acks="all", **{"compression.type": codec, "linger.ms": 50})
     msgs = produce_all(p, topic, sent)
-    assert sorted(m.offset() for m in msgs) == list(range(len(sent)))
+    assert sorted(m.offset() or 0 for m in msgs) == list(range(len(sent)))
     with consumer(module_broker) as c:
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
         assert_same_records(read(c, len(sent), settle=0.3), sent)
@@ -297,7 +317,7 @@ def test_idempotent_producer(module_broker: BrokerProcess) -> None:
     create_topic(module_broker, topic)
     sent = make_records(50, seed=13)
     msgs = produce_all(new_producer(module_broker, **{"enable.idempotence": True}), topic, sent)
-    assert sorted(m.offset() for m in msgs) == list(range(len(sent)))
+    assert sorted(m.offset() or 0 for m in msgs) == list(range(len(sent)))
 
 
 # -- consume with assign() --------------------------------------------------------------------
@@ -321,7 +341,7 @@ def test_consume_from_earliest_latest_and_given_offset(module_broker: BrokerProc
         c.assign([TopicPartition(topic, 1, 17)])
         assert_same_records(read(c, 13, settle=0.2), first[17:], first_offset=17)
 
-    with consumer(module_broker, **{"enable.partition.eof": True}) as c:
+    with consumer(module_broker, None, **{"enable.partition.eof": True}) as c:
         c.assign([TopicPartition(topic, 1, OFFSET_END)])
         assert eof_offset(c, tp) == 30
         more = make_records(5, seed=15, partition=1)
@@ -329,7 +349,7 @@ def test_consume_from_earliest_latest_and_given_offset(module_broker: BrokerProc
         assert_same_records(read(c, 5, settle=0.3), more, first_offset=30)
 
     latest = {"auto.offset.reset": "latest", "enable.partition.eof": True}
-    with consumer(module_broker, **latest) as c:
+    with consumer(module_broker, None, **latest) as c:
         c.assign([tp])  # no offset, nothing committed: auto.offset.reset=latest decides
         assert eof_offset(c, tp) == 35
         c.seek(TopicPartition(topic, 1, 33))
@@ -447,7 +467,7 @@ def test_produce_to_missing_topic_without_auto_create_is_unknown_topic(
     assert tmd.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
     p = new_producer(b, **{"topic.metadata.propagation.max.ms": 1_000, "message.timeout.ms": 5_000})
-    errors: list[KafkaError] = []
+    errors: list[KafkaError | None] = []
     try:
         p.produce(topic, b"v", on_delivery=lambda err, _msg: errors.append(err))
     except KafkaException as exc:  # librdkafka may already know the topic is missing

@@ -133,7 +133,7 @@ def test_produce_compressed_with_keys_and_headers_then_consume(
     # and librdkafka through Python reads the same bytes
     with checking_consumer(module_broker) as c:
         c.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
-        records = []
+        records: list[tuple[Any, ...]] = []
         deadline = Deadline(20, "confluent consumer reading kcat's records")
         while len(records) < len(lines):
             deadline.check(f"(got {len(records)})")
