@@ -114,8 +114,8 @@ class Dispatcher:
             )
         try:
             header, offset = decode_request_header(frame)
-            request = codec.decode(
-                request_message(api_key), api_version, memoryview(frame)[offset:]
+            request, _ = codec.decode_prefix(
+                request_message(api_key), api_version, frame, offset
             )
         except CodecError as exc:
             raise CloseConnection(

@@ -2,21 +2,26 @@
 
 Behaviour: stores committed offsets (offset, leader epoch, metadata string) of a group as
 OffsetCommit records in ``__consumer_offsets``; they survive restarts and are answered by
-OffsetFetch. A commit from a group member must name the current generation and member id
-(ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID, REBALANCE_IN_PROGRESS while the
-group is CompletingRebalance); generation -1 with no member id is a "simple" commit,
-accepted while the group is Empty or unknown. Per partition: UNKNOWN_TOPIC_OR_PARTITION for
-a topic or partition the metadata does not know, OFFSET_METADATA_TOO_LARGE above
-``offset.metadata.max.bytes``. A commit from a member also keeps its session alive. The
-empty group id is allowed (as Kafka, for old clients).
+OffsetFetch. A commit from a classic group member must name the current generation and
+member id (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID, REBALANCE_IN_PROGRESS
+while the group is CompletingRebalance) and keeps the member's session alive; a commit to a
+consumer (KIP-848) group must name a member and its current member epoch
+(``generation_id_or_member_epoch``: UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH, and
+UNSUPPORTED_VERSION below v9). Generation/epoch -1 with no member id is a "simple" commit
+(the admin client, or a consumer without group management), accepted while the group is
+Empty or unknown (an unknown group is then created, Empty). Per partition:
+UNKNOWN_TOPIC_OR_PARTITION for a topic or partition the metadata does not know,
+OFFSET_METADATA_TOO_LARGE above ``offset.metadata.max.bytes``. The empty group id is allowed
+(as Kafka, for old clients). Offsets expire ``offsets.retention.minutes`` after their commit
+(or after a classic group became Empty) unless the group still subscribes to the topic.
 
-Per version: v2 retention_time_ms (ignored, as Kafka 4.x ignores it for expiry by default),
-v3 throttle time, v4 same, v5 no retention time, v6 committed_leader_epoch (KIP-320), v7
-group_instance_id (KIP-345), v8 flexible, v9 KIP-848 member epochs (classic groups keep
-using generation ids).
+Per version: v2 retention_time_ms (ignored, as Kafka 4.x), v3 throttle time, v4 same, v5 no
+retention time, v6 committed_leader_epoch (KIP-320), v7 group_instance_id (KIP-345), v8
+flexible, v9 member epochs of consumer groups (KIP-848), and an unknown group with a
+generation/epoch answers GROUP_ID_NOT_FOUND (ILLEGAL_GENERATION before v9).
 
-Not implemented: offset expiration (``offsets.retention.minutes``), ACLs
-(TOPIC/GROUP_AUTHORIZATION_FAILED), v10 topic ids, KIP-848 consumer groups.
+Not implemented: ACLs (TOPIC/GROUP_AUTHORIZATION_FAILED), v10 topic ids (Kafka 4.1
+advertises v2-9).
 """
 
 from __future__ import annotations

@@ -3,11 +3,17 @@
 ``FrameBuffer`` is sans-I/O, after h11: feed it bytes with ``receive_data`` and take complete
 frames with ``next_frame``. A frame announced larger than ``max_frame_bytes`` (Kafka's
 ``socket.request.max.bytes``) raises ``FrameTooLarge`` before a byte of it is buffered.
+
+Received chunks are kept as they came and joined once per frame, so a 1 MiB produce request
+read in many pieces is copied once, not once per piece; ``bytes_wanted`` tells the reader how
+much the frame in progress still needs, so it can ask the socket for that much at once.
 """
 
 from __future__ import annotations
 
 from .codec import CodecError
+
+_SIZE_BYTES = 4
 
 
 class FrameTooLarge(CodecError):
@@ -19,37 +25,64 @@ class FrameBuffer:
 
     def __init__(self, max_frame_bytes: int) -> None:
         self.max_frame_bytes = max_frame_bytes
-        self._buffer = bytearray()
-        self._start = 0
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._frame_size = -1  # the size of the frame in progress, once its prefix is in
 
     def receive_data(self, data: bytes) -> None:
         """Append bytes read from the connection."""
-        if self._start and self._start == len(self._buffer):
-            self._buffer.clear()
-            self._start = 0
-        self._buffer += data
+        if data:
+            self._chunks.append(data)
+            self._buffered += len(data)
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet returned as frames."""
-        return len(self._buffer) - self._start
+        return self._buffered + (_SIZE_BYTES if self._frame_size >= 0 else 0)
+
+    @property
+    def bytes_wanted(self) -> int:
+        """How many more bytes would complete the frame in progress (at least 1)."""
+        if self._frame_size < 0:
+            return max(_SIZE_BYTES - self._buffered, 1)
+        return max(self._frame_size - self._buffered, 1)
+
+    def _take(self, count: int) -> bytes:
+        """Remove and return the first ``count`` buffered bytes (count <= buffered)."""
+        first = self._chunks[0]
+        if len(first) >= count:
+            head = first[:count]
+            if len(first) == count:
+                self._chunks.pop(0)
+            else:
+                self._chunks[0] = first[count:]
+        else:
+            joined = b"".join(self._chunks)
+            head = joined[:count]
+            self._chunks = [joined[count:]] if len(joined) > count else []
+        self._buffered -= count
+        return head
+
+    def _peek_size(self) -> int:
+        first = self._chunks[0]
+        head = first[:_SIZE_BYTES] if len(first) >= _SIZE_BYTES else b"".join(self._chunks)
+        return int.from_bytes(head[:_SIZE_BYTES], "big", signed=True)
 
     def next_frame(self) -> bytes | None:
         """The next complete frame's payload, or None when more data is needed."""
-        available = len(self._buffer) - self._start
-        if available < 4:
+        if self._frame_size < 0:
+            if self._buffered < _SIZE_BYTES:
+                return None
+            size = self._peek_size()
+            if size < 0 or size > self.max_frame_bytes:
+                raise FrameTooLarge(
+                    f"frame of {size} bytes is over socket.request.max.bytes="
+                    f"{self.max_frame_bytes}"
+                )
+            self._take(_SIZE_BYTES)
+            self._frame_size = size
+        if self._buffered < self._frame_size:
             return None
-        start = self._start
-        size = int.from_bytes(self._buffer[start : start + 4], "big", signed=True)
-        if size < 0 or size > self.max_frame_bytes:
-            raise FrameTooLarge(
-                f"frame of {size} bytes is over socket.request.max.bytes={self.max_frame_bytes}"
-            )
-        if available < 4 + size:
-            return None
-        frame = bytes(self._buffer[start + 4 : start + 4 + size])
-        self._start = start + 4 + size
-        if self._start > 65536 and self._start * 2 > len(self._buffer):
-            del self._buffer[: self._start]
-            self._start = 0
+        frame = self._take(self._frame_size) if self._frame_size else b""
+        self._frame_size = -1
         return frame
