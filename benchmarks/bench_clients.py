@@ -12,7 +12,8 @@ here. Figures (all through confluent-kafka at its default settings unless said):
 * produce N x 100 B with acks=1 and N/5 x 1 KB with acks=all: records/s and MB/s of payload
 * consume the N x 100 B topic from the beginning: records/s
 * end-to-end latency p50/p99: a consumer parked in Fetch, a producer sending one timestamped
-  record at a time, each sent once the previous one arrived
+  record at a time, each sent once the previous one arrived; once at the client defaults
+  (librdkafka waits linger.ms=5 before sending) and once with linger.ms=0
 * cold start: process launch until the first Metadata answer on the socket, median of 5
 * RSS: VmRSS once started and idle, and VmHWM (peak) after the run
 
@@ -288,7 +289,9 @@ def consume(bootstrap: str, topic: str, count: int) -> tuple[float, int]:
         c.close()
 
 
-def e2e_latency(bootstrap: str, topic: str, samples: int) -> list[float]:
+def e2e_latency(
+    bootstrap: str, topic: str, samples: int, producer_config: dict[str, object] | None = None
+) -> list[float]:
     """Milliseconds from produce() to the consumer's poll() returning it, one record at a time."""
     from confluent_kafka import OFFSET_END, Consumer, KafkaError, Producer, TopicPartition
 
@@ -299,7 +302,7 @@ def e2e_latency(bootstrap: str, topic: str, samples: int) -> list[float]:
             "enable.partition.eof": True,  # its first EOF event says the position is resolved
         }
     )
-    p = Producer({"bootstrap.servers": bootstrap})
+    p = Producer({"bootstrap.servers": bootstrap, **(producer_config or {})})
     arrived = threading.Event()
     latencies: list[float] = []
     stop = threading.Event()
@@ -413,6 +416,11 @@ def bench_broker(spec: BrokerSpec, args: argparse.Namespace, scratch: Path) -> R
         lat = e2e_latency(b.bootstrap, t_lat, args.latency_samples)
         v["e2e latency p50 ms"] = percentile(lat, 50) if lat else None
         v["e2e latency p99 ms"] = percentile(lat, 99) if lat else None
+        # librdkafka's default linger.ms=5 holds every record 5 ms before sending it; the same
+        # run with linger.ms=0 shows what the broker itself adds.
+        lat0 = e2e_latency(b.bootstrap, t_lat, args.latency_samples, {"linger.ms": 0})
+        v["e2e latency p50 ms, linger.ms=0"] = percentile(lat0, 50) if lat0 else None
+        v["e2e latency p99 ms, linger.ms=0"] = percentile(lat0, 99) if lat0 else None
 
         peak = b.rss_kib("VmHWM")
         v["peak RSS MiB (VmHWM)"] = peak / 1024 if peak else None
@@ -439,14 +447,14 @@ def print_table(results: dict[str, Results]) -> None:
     metrics: list[str] = []
     for r in results.values():
         metrics += [m for m in r.values if m not in metrics]
-    header = f"{'metric':<30}" + "".join(f"{n:>14}" for n in names)
+    header = f"{'metric':<36}" + "".join(f"{n:>14}" for n in names)
     both = "pykbroker" in results and "tansu" in results
     if both:
         header += f"{'pykbroker/tansu':>17}"
     print(header)
     print("-" * len(header))
     for m in metrics:
-        row = f"{m:<30}" + "".join(f"{fmt(results[n].values.get(m)):>14}" for n in names)
+        row = f"{m:<36}" + "".join(f"{fmt(results[n].values.get(m)):>14}" for n in names)
         if both:
             a, b = results["pykbroker"].values.get(m), results["tansu"].values.get(m)
             row += f"{(f'{a / b:.2f}x' if a and b else '-'):>17}"

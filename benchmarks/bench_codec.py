@@ -132,8 +132,12 @@ def main() -> None:
         began = time.perf_counter()
         data = codec.encode(message, version, body)
         first_ms = (time.perf_counter() - began) * 1000
-        decode = per_call_us(lambda: codec.decode(message, version, data), args.iterations)
-        encode = per_call_us(lambda: codec.encode(message, version, body), args.iterations)
+        decode = per_call_us(
+            lambda m=message, v=version, d=data: codec.decode(m, v, d), args.iterations
+        )
+        encode = per_call_us(
+            lambda m=message, v=version, b=body: codec.encode(m, v, b), args.iterations
+        )
         print(
             f"{name:<38} {first_ms:>8.2f}ms {decode:>8.1f}us {encode:>8.1f}us {len(data):>7}"
         )
