@@ -51,6 +51,53 @@ def parse_listeners(key: str, text: str) -> tuple[Listener, ...]:
     return tuple(listeners)
 
 
+@dataclass(frozen=True, slots=True)
+class QuorumVoter:
+    """One entry of ``controller.quorum.voters``: id@host:port."""
+
+    node_id: int
+    host: str
+    port: int
+
+
+def _voters(key: str, text: str) -> tuple[QuorumVoter, ...]:
+    voters = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        match = re.match(r"^(\d+)@(\[[^\]]*\]|[^:]+):(\d+)$", item)
+        if match is None:
+            raise ConfigError(f"{key}: {item!r} is not of the form id@host:port")
+        voters.append(QuorumVoter(int(match[1]), match[2].strip("[]"), int(match[3])))
+    if len({v.node_id for v in voters}) != len(voters):
+        raise ConfigError(f"{key}: a voter id appears twice")
+    return tuple(voters)
+
+
+def _names(key: str, text: str) -> tuple[str, ...]:
+    names = tuple(n.strip().upper() for n in text.split(",") if n.strip())
+    if not names:
+        raise ConfigError(f"{key}: no listener name given")
+    return names
+
+
+_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _protocol_map(key: str, text: str) -> dict[str, str]:
+    mapping: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, protocol = item.partition(":")
+        if not sep or protocol.strip().upper() not in _PROTOCOLS:
+            raise ConfigError(f"{key}: {item!r} is not NAME:PROTOCOL with one of {_PROTOCOLS}")
+        if protocol.strip().upper() != "PLAINTEXT":
+            raise ConfigError(f"{key}: {protocol.strip()} is not supported yet (PLAINTEXT only)")
+        mapping[name.strip().upper()] = protocol.strip().upper()
+    return mapping
+
+
 def _int(low: int, high: int = 2**63 - 1) -> Callable[[str, str], int]:
     def parse(key: str, text: str) -> int:
         try:
@@ -133,6 +180,17 @@ class BrokerConfig:
     offsets_topic_num_partitions: int = 50
     offsets_topic_replication_factor: int = 1
     offset_metadata_max_bytes: int = 4096
+    controller_quorum_voters: tuple[QuorumVoter, ...] = ()
+    controller_quorum_bootstrap_servers: tuple[str, ...] = ()
+    controller_listener_names: tuple[str, ...] = ("CONTROLLER",)
+    inter_broker_listener_name: str = "PLAINTEXT"
+    listener_security_protocol_map: Mapping[str, str] = field(default_factory=dict)
+    controller_quorum_election_timeout_ms: int = 1000
+    controller_quorum_fetch_timeout_ms: int = 2000
+    controller_quorum_election_backoff_max_ms: int = 1000
+    controller_quorum_request_timeout_ms: int = 2000
+    broker_heartbeat_interval_ms: int = 2000
+    broker_session_timeout_ms: int = 9000
     connections_max_idle_ms: int = 600_000
     max_connections: int = 2**31 - 1
     max_connections_per_ip: int = 2**31 - 1
@@ -176,11 +234,34 @@ class BrokerConfig:
         config._check()
         return config, unknown
 
+    @property
+    def is_multi_node(self) -> bool:
+        """True when a quorum of other nodes is configured (a KRaft cluster)."""
+        return bool(self.controller_quorum_voters) and any(
+            v.node_id != self.node_id for v in self.controller_quorum_voters
+        )
+
     def _check(self) -> None:
+        controller_names = set(self.controller_listener_names)
         if "broker" in self.process_roles and not any(
-            listener.name != "CONTROLLER" for listener in self.listeners
+            listener.name not in controller_names for listener in self.listeners
         ):
-            raise ConfigError("listeners: a broker needs a non-CONTROLLER listener")
+            raise ConfigError("listeners: a broker needs a listener that is not a controller one")
+        if self.controller_quorum_voters and "controller" in self.process_roles:
+            if self.node_id not in {v.node_id for v in self.controller_quorum_voters}:
+                raise ConfigError(
+                    f"controller.quorum.voters: node.id={self.node_id} has the controller role "
+                    "but is not a voter"
+                )
+            if not any(listener.name in controller_names for listener in self.listeners):
+                raise ConfigError(
+                    "listeners: a controller in a quorum needs a listener named in "
+                    "controller.listener.names"
+                )
+        for listener in self.listeners:
+            protocol = self.listener_security_protocol_map.get(listener.name, "PLAINTEXT")
+            if protocol != "PLAINTEXT":
+                raise ConfigError(f"listeners: {listener.name} uses {protocol}, not supported yet")
         if self.message_max_bytes > self.socket_request_max_bytes:
             raise ConfigError("message.max.bytes must not exceed socket.request.max.bytes")
 
@@ -214,6 +295,19 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "offsets.topic.replication.factor": _int(1, 32767),
     "offset.metadata.max.bytes": _int(0, 2**31 - 1),
     "connections.max.idle.ms": _int(-1),
+    "controller.quorum.voters": _voters,
+    "controller.quorum.bootstrap.servers": lambda key, text: tuple(
+        s.strip() for s in text.split(",") if s.strip()
+    ),
+    "controller.listener.names": _names,
+    "inter.broker.listener.name": lambda key, text: text.strip().upper(),
+    "listener.security.protocol.map": _protocol_map,
+    "controller.quorum.election.timeout.ms": _int(1),
+    "controller.quorum.fetch.timeout.ms": _int(1),
+    "controller.quorum.election.backoff.max.ms": _int(1),
+    "controller.quorum.request.timeout.ms": _int(1),
+    "broker.heartbeat.interval.ms": _int(1),
+    "broker.session.timeout.ms": _int(1),
     "max.connections": _int(1, 2**31 - 1),
     "max.connections.per.ip": _int(1, 2**31 - 1),
     "controlled.shutdown.timeout.ms": _int(0),
@@ -227,11 +321,6 @@ _ACCEPTED = frozenset(
         "log.retention.hours",
         "log.retention.minutes",
         "log.roll.hours",
-        "controller.quorum.voters",
-        "controller.quorum.bootstrap.servers",
-        "controller.listener.names",
-        "inter.broker.listener.name",
-        "listener.security.protocol.map",
         "num.network.threads",
         "num.io.threads",
         "num.recovery.threads.per.data.dir",
