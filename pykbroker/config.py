@@ -111,6 +111,19 @@ def _int(low: int, high: int = 2**63 - 1) -> Callable[[str, str], int]:
     return parse
 
 
+def _float(low: float, high: float) -> Callable[[str, str], float]:
+    def parse(key: str, text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ConfigError(f"{key}: {text!r} is not a number") from None
+        if not low <= value <= high:
+            raise ConfigError(f"{key}: {value} is outside [{low}, {high}]")
+        return value
+
+    return parse
+
+
 def _bool(key: str, text: str) -> bool:
     value = text.strip().lower()
     if value not in ("true", "false"):
@@ -170,6 +183,22 @@ class BrokerConfig:
     log_retention_bytes: int = -1
     log_cleanup_policy: str = "delete"
     log_message_timestamp_type: str = "CreateTime"
+    log_message_timestamp_before_max_ms: int = 2**63 - 1
+    log_message_timestamp_after_max_ms: int = 3_600_000
+    compression_type: str = "producer"
+    log_retention_check_interval_ms: int = 300_000
+    log_flush_interval_messages: int = 2**63 - 1
+    log_flush_interval_ms: int = 2**63 - 1
+    log_flush_scheduler_interval_ms: int = 2**63 - 1
+    log_flush_offset_checkpoint_interval_ms: int = 60_000
+    log_flush_start_offset_checkpoint_interval_ms: int = 60_000
+    log_cleaner_enable: bool = True
+    log_cleaner_backoff_ms: int = 15_000
+    log_cleaner_dedupe_buffer_size: int = 134_217_728
+    log_cleaner_min_cleanable_ratio: float = 0.5
+    log_cleaner_min_compaction_lag_ms: int = 0
+    log_cleaner_max_compaction_lag_ms: int = 2**63 - 1
+    log_cleaner_delete_retention_ms: int = 86_400_000
     socket_request_max_bytes: int = 104_857_600
     message_max_bytes: int = 1_048_588
     replica_fetch_max_bytes: int = 1_048_576
@@ -284,6 +313,22 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "log.retention.bytes": _int(-1),
     "log.cleanup.policy": _choice("delete", "compact", "compact,delete", "delete,compact"),
     "log.message.timestamp.type": _choice("CreateTime", "LogAppendTime"),
+    "log.message.timestamp.before.max.ms": _int(0),
+    "log.message.timestamp.after.max.ms": _int(0),
+    "compression.type": _choice("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"),
+    "log.retention.check.interval.ms": _int(1),
+    "log.flush.interval.messages": _int(1),
+    "log.flush.interval.ms": _int(0),
+    "log.flush.scheduler.interval.ms": _int(1),
+    "log.flush.offset.checkpoint.interval.ms": _int(1),
+    "log.flush.start.offset.checkpoint.interval.ms": _int(1),
+    "log.cleaner.enable": _bool,
+    "log.cleaner.backoff.ms": _int(1),
+    "log.cleaner.dedupe.buffer.size": _int(1),
+    "log.cleaner.min.cleanable.ratio": _float(0.0, 1.0),
+    "log.cleaner.min.compaction.lag.ms": _int(0),
+    "log.cleaner.max.compaction.lag.ms": _int(1),
+    "log.cleaner.delete.retention.ms": _int(0),
     "socket.request.max.bytes": _int(1, 2**31 - 1),
     "message.max.bytes": _int(0, 2**31 - 1),
     "replica.fetch.max.bytes": _int(0, 2**31 - 1),
@@ -328,7 +373,10 @@ _ACCEPTED = frozenset(
         "socket.receive.buffer.bytes",
         "transaction.state.log.replication.factor",
         "transaction.state.log.min.isr",
-        "log.retention.check.interval.ms",
+        "log.cleaner.threads",
+        "log.cleaner.io.max.bytes.per.second",
+        "log.cleaner.io.buffer.size",
+        "log.segment.delete.delay.ms",
         "min.insync.replicas",
     }
 )

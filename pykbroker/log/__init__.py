@@ -3,9 +3,12 @@
 Mirrors Kafka's ``storage`` module (``org.apache.kafka.storage.internals.log``) and
 ``kafka.log``. Modules: ``compression`` and ``record_batch`` (pure byte layouts),
 ``index`` / ``offset_index`` / ``time_index`` (mmapped sparse indexes), ``segment``
-(``LogSegment``), ``log`` (``Log``, the ``UnifiedLog`` analogue), ``log_loader``
-(``LogLoader``), ``log_config`` (``LogConfig``), ``checkpoint``
-(``OffsetCheckpointFile``) and ``log_manager`` (``LogManager``).
+(``LogSegment``), ``log`` (``Log``, the ``UnifiedLog`` analogue), ``log_validator``
+(``LogValidator``'s topic rules), ``log_flush`` (fsync off the event loop),
+``log_loader`` (``LogLoader``), ``log_config`` (``LogConfig``), ``checkpoint``
+(``OffsetCheckpointFile``), ``log_manager`` (``LogManager``), ``cleaner``
+(``LogCleaner``: compaction) and ``log_tasks`` (the trio background tasks and the
+group-commit ``FlushCoordinator``).
 
 Invariant: record batches stay bytes on produce and fetch.
 """

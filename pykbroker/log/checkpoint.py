@@ -38,7 +38,9 @@ CHECKPOINT_VERSION = 0
 logger = logging.getLogger(__name__)
 
 
-def write_offset_checkpoint(path: Path, offsets: Mapping[tuple[str, int], int]) -> None:
+def write_offset_checkpoint(
+    path: Path, offsets: Mapping[TopicPartition, int] | Mapping[tuple[str, int], int]
+) -> None:
     """Atomically replace ``path`` with ``offsets`` in Kafka's checkpoint format."""
     lines = [str(CHECKPOINT_VERSION), str(len(offsets))]
     lines.extend(f"{topic} {partition} {offset}" for (topic, partition), offset in offsets.items())

@@ -160,6 +160,14 @@ class AbstractIndex:
     def close(self) -> None:
         self.trim_to_valid_size()
 
+    def close_mapping(self) -> None:
+        """Drop the mapping without touching the file (the segment is going away)."""
+        self._unmap()
+
+    def rename_to(self, path: Path) -> None:
+        os.rename(self.path, path)
+        self.path = path
+
     def delete(self) -> None:
         self._unmap()
         self._entries = 0

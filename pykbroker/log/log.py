@@ -3,14 +3,18 @@
 Mirrors ``kafka.log.UnifiedLog`` / ``LocalLog`` (local storage only): validate and
 append batches as leader (offsets assigned here) or as follower (offsets kept), roll
 segments, read whole batches for fetches, look up offsets by timestamp, truncate,
-apply retention, and load plus recover the segments of a directory.
+apply retention, swap in segments the cleaner rewrote, and load plus recover the
+segments of a directory. Flushing is either inline (``inline_flush``, Kafka's way) or
+split into ``flush_snapshot`` / ``FlushSnapshot.fsync`` (any thread) /
+``complete_flush`` so the fsync runs off the event loop (``FlushCoordinator``).
 
 Invariants: segments are sorted by base offset, only the last (active) one takes
 appends, and offsets increase through them;
 ``log_start_offset <= high_watermark <= log_end_offset`` and
 ``recovery_point <= log_end_offset``; everything below ``recovery_point`` was
 fsynced. The log persists nothing global: checkpoints belong to ``LogManager``.
-Not thread-safe: call it from the trio thread (``flush`` may run in a worker thread).
+Not thread-safe: call it from the trio thread; only ``FlushSnapshot.fsync`` and
+``LogSegment.delete`` of removed segments may run in a worker thread.
 """
 
 from __future__ import annotations
@@ -19,23 +23,20 @@ import bisect
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.log.log_config import LogConfig
+from pykbroker.log.log_flush import FlushSnapshot
 from pykbroker.log.log_loader import load_segments, new_segment
-from pykbroker.log.record_batch import (
-    AppendOrigin,
-    BatchHeader,
-    assign_offsets,
-    validate_batches,
-)
-from pykbroker.log.segment import LogSegment
+from pykbroker.log.log_validator import LogAppendInfo, max_timestamp_of, validate_records
+from pykbroker.log.record_batch import AppendOrigin, assign_offsets, validate_batches
+from pykbroker.log.segment import CLEANED_FILE_SUFFIX, SWAP_FILE_SUFFIX, LogSegment
 
 __all__ = [
     "EARLIEST_TIMESTAMP",
     "LATEST_TIMESTAMP",
     "MAX_TIMESTAMP",
+    "FlushSnapshot",
     "Log",
     "LogAppendInfo",
     "LogConfig",
@@ -45,19 +46,6 @@ __all__ = [
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
 MAX_TIMESTAMP = -3
-
-
-class LogAppendInfo(NamedTuple):
-    """What an append did, for the Produce response (Kafka's ``LogAppendInfo``)."""
-
-    first_offset: int
-    last_offset: int
-    max_timestamp: int
-    log_append_time_ms: int
-    log_start_offset: int
-    records_count: int
-    valid_bytes: int
-    offset_of_max_timestamp: int = -1
 
 
 class Log:
@@ -85,6 +73,9 @@ class Log:
         self._now_ms = now_ms
         self._last_flush_ms = now_ms
         self._closed = False
+        self._truncations = 0
+        # False when a FlushCoordinator fsyncs off the event loop (LogManager sets it).
+        self.inline_flush = True
         segments[-1].resize_indexes(config.segment_index_bytes)
 
     # -- loading ----------------------------------------------------------------------
@@ -101,12 +92,10 @@ class Log:
         log_start_offset: int | None = None,
         high_watermark: int | None = None,
     ) -> Log:
-        """Load the segments of ``log_dir`` (created if missing), as Kafka's ``LogLoader``.
+        """Load the segments of ``log_dir`` (created if missing): see ``log_loader``.
 
-        Every segment's indexes get a sanity check; a segment failing it is recovered
-        (scanned, its indexes rebuilt). With ``recover`` (unclean shutdown) the segments
-        that may hold offsets >= ``recovery_point`` (only the active segment when it is
-        None) are recovered too, and a torn tail found there drops every later segment.
+        With ``recover`` (unclean shutdown) the segments that may hold offsets >=
+        ``recovery_point`` (only the active one when it is None) are recovered.
         ``log_start_offset`` and ``high_watermark`` come from checkpoints; the high
         watermark defaults to the log start offset, as Kafka before a leader or
         follower update (a single-replica leader sets it to ``log_end_offset``).
@@ -182,6 +171,15 @@ class Log:
     def unflushed_messages(self) -> int:
         return self._log_end_offset - self._recovery_point
 
+    @property
+    def flush_needed(self) -> bool:
+        """``flush.messages`` or more appended since the last flush."""
+        return self.unflushed_messages >= self._config.flush_messages
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
     # -- append -----------------------------------------------------------------------
 
     def append_as_leader(
@@ -195,16 +193,19 @@ class Log:
         """Validate, assign offsets from ``log_end_offset`` and append (Kafka's leader path).
 
         Raises KafkaError (CORRUPT_MESSAGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
-        MESSAGE_TOO_LARGE, INVALID_RECORD) before touching the log.
+        MESSAGE_TOO_LARGE, INVALID_RECORD, INVALID_TIMESTAMP) before touching the log.
+        Topic rules (timestamp bounds, keys on compacted topics, ``compression.type``)
+        are ``log_validator.validate_records``.
         """
         headers = validate_batches(records, self._config.max_message_bytes, origin=origin)
         if not headers:
             return self._nothing_appended()
+        records, headers = validate_records(records, headers, self._config, now_ms, origin)
         buffer = bytearray(records)  # the one copy: offsets are patched into it
         append_time = now_ms if self._config.is_log_append_time else None
         first_offset = self._log_end_offset
         next_offset = assign_offsets(buffer, first_offset, leader_epoch, append_time)
-        max_timestamp, offset_of_max = _max_timestamp(headers, first_offset, append_time)
+        max_timestamp, offset_of_max = max_timestamp_of(headers, first_offset, append_time)
         self._append(buffer, first_offset, next_offset - 1, max_timestamp, offset_of_max, now_ms)
         return LogAppendInfo(
             first_offset=first_offset,
@@ -241,7 +242,7 @@ class Log:
             expected = header.next_offset
         first_offset = headers[0].base_offset
         last_offset = headers[-1].last_offset
-        max_timestamp, offset_of_max = _max_timestamp(headers, None, None)
+        max_timestamp, offset_of_max = max_timestamp_of(headers, None, None)
         self._append(records, first_offset, last_offset, max_timestamp, offset_of_max, now_ms)
         return LogAppendInfo(
             first_offset=first_offset,
@@ -255,15 +256,8 @@ class Log:
         )
 
     def _nothing_appended(self) -> LogAppendInfo:
-        return LogAppendInfo(
-            first_offset=self._log_end_offset,
-            last_offset=self._log_end_offset - 1,
-            max_timestamp=-1,
-            log_append_time_ms=-1,
-            log_start_offset=self._log_start_offset,
-            records_count=0,
-            valid_bytes=0,
-        )
+        end = self._log_end_offset
+        return LogAppendInfo(end, end - 1, -1, -1, self._log_start_offset, 0, 0)
 
     def _append(
         self,
@@ -288,7 +282,7 @@ class Log:
             segment = self._roll(max(first_offset, self._log_end_offset), now_ms)
         segment.append(last_offset, data, max_timestamp, offset_of_max)
         self._log_end_offset = last_offset + 1
-        if self.unflushed_messages >= self._config.flush_messages:
+        if self.inline_flush and self.flush_needed:
             self.flush(now_ms)
 
     # -- roll -------------------------------------------------------------------------
@@ -410,6 +404,7 @@ class Log:
         while len(self._segments) > 1 and self._segments[-1].base_offset > offset:
             self._segments.pop().delete()
             self._base_offsets.pop()
+        self._truncations += 1
         active = self.active_segment
         active.truncate_to(offset)
         active.resize_indexes(self._config.segment_index_bytes)
@@ -421,6 +416,7 @@ class Log:
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Delete every segment and restart the log empty at ``offset``."""
         self._check_open()
+        self._truncations += 1
         for segment in self._segments:
             segment.delete()
         segment = new_segment(self._dir, self._config, offset, self._now_ms)
@@ -445,8 +441,18 @@ class Log:
         return True
 
     def delete_old_segments(self, now_ms: int) -> int:
-        """Kafka's retention: segments past ``retention.ms``/``retention.bytes`` or below the
-        log start offset, never beyond the high watermark. Returns the number deleted."""
+        """Apply retention now and delete the files inline; returns the number deleted."""
+        removed = self.remove_old_segments(now_ms)
+        for segment in removed:
+            segment.delete()
+        return len(removed)
+
+    def remove_old_segments(self, now_ms: int) -> list[LogSegment]:
+        """Kafka's retention: segments below the log start offset and, with the delete
+        policy, past ``retention.ms``/``retention.bytes``; never one holding offsets at or
+        above the high watermark. The log start offset moves to the first segment left.
+        The removed segments are closed and their files renamed ``*.deleted``; the caller
+        deletes them (``LogSegment.delete``), from a worker thread if it likes."""
         self._check_open()
         self._now_ms = now_ms
         deleted = self._delete_segments(self._below_log_start_offset, now_ms)
@@ -474,7 +480,7 @@ class Log:
 
     def _delete_segments(
         self, predicate: Callable[[LogSegment, int | None], bool], now_ms: int
-    ) -> int:
+    ) -> list[LogSegment]:
         deletable: list[LogSegment] = []
         last = len(self._segments) - 1
         for i, segment in enumerate(self._segments):
@@ -485,40 +491,87 @@ class Log:
                 break
             deletable.append(segment)
         if not deletable:
-            return 0
+            return []
         if len(deletable) == len(self._segments):
             self._roll(self._log_end_offset, now_ms)
         del self._segments[: len(deletable)]
         del self._base_offsets[: len(deletable)]
         for segment in deletable:
-            segment.delete()
+            segment.mark_for_deletion()
         self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
         self._high_watermark = max(self._high_watermark, self._log_start_offset)
         self._recovery_point = max(self._recovery_point, self._log_start_offset)
-        return len(deletable)
+        return deletable
+
+    def replace_segments(self, cleaned: LogSegment, old: Sequence[LogSegment]) -> None:
+        """Kafka's ``replaceSegments``: ``cleaned`` (``*.cleaned``, fsynced) becomes
+        ``*.swap``, the consecutive non-active ``old`` become ``*.deleted`` (the caller
+        deletes them), then ``cleaned`` takes the live names; ``LogLoader`` finishes a swap
+        a crash cut short. ValueError, nothing changed, if ``old`` left the log."""
+        self._check_open()
+        first = next((i for i, s in enumerate(self._segments) if s is old[0]), -1)
+        end = first + len(old)
+        if (
+            first < 0
+            or end >= len(self._segments)
+            or any(a is not b for a, b in zip(self._segments[first:end], old, strict=True))
+            or cleaned.base_offset != old[0].base_offset
+        ):
+            raise ValueError(f"segments to replace are no longer in {self._dir}")
+        cleaned.change_file_suffixes(CLEANED_FILE_SUFFIX, SWAP_FILE_SUFFIX)
+        for segment in old:
+            segment.mark_for_deletion()
+        cleaned.change_file_suffixes(SWAP_FILE_SUFFIX, "")
+        cleaned.index_interval_bytes = self._config.index_interval_bytes
+        self._segments[first:end] = [cleaned]
+        self._base_offsets[first:end] = [cleaned.base_offset]
 
     # -- flush and lifecycle ------------------------------------------------------------
 
     def flush(self, now_ms: int | None = None) -> None:
-        """fsync every segment holding offsets at or after the recovery point."""
-        self._check_open()
-        log_end_offset = self._log_end_offset
-        if log_end_offset > self._recovery_point:
-            segments = list(self._segments)
-            bases = list(self._base_offsets)
-            for i, segment in enumerate(segments):
-                if i + 1 < len(bases) and bases[i + 1] <= self._recovery_point:
-                    continue
-                segment.flush()
-            self._recovery_point = max(self._recovery_point, log_end_offset)
-        self._last_flush_ms = self._now_ms if now_ms is None else now_ms
+        """fsync, on this thread, every segment holding offsets >= the recovery point."""
+        snapshot = self.flush_snapshot()
+        now_ms = self._now_ms if now_ms is None else now_ms
+        if snapshot is not None:
+            snapshot.fsync()
+            self.complete_flush(snapshot, now_ms)
+        self._last_flush_ms = now_ms
 
     def flush_if_due(self, now_ms: int) -> bool:
         """Flush when ``flush.ms`` has passed since the last flush (Kafka's log flusher)."""
-        if self._closed or now_ms - self._last_flush_ms < self._config.flush_ms:
+        if not self.flush_due(now_ms):
             return False
         self.flush(now_ms)
         return True
+
+    def flush_due(self, now_ms: int) -> bool:
+        """``flush.ms`` elapsed or ``flush.messages`` reached, with something to flush."""
+        if self._closed or self._log_end_offset <= self._recovery_point:
+            return False
+        return self.flush_needed or now_ms - self._last_flush_ms >= self._config.flush_ms
+
+    def flush_snapshot(self) -> FlushSnapshot | None:
+        """Handles to fsync everything below ``log_end_offset`` off this thread (then
+        ``complete_flush``); None when that is flushed already."""
+        self._check_open()
+        if self._log_end_offset <= self._recovery_point:
+            return None
+        handles = []
+        last = len(self._segments) - 1
+        for i, segment in enumerate(self._segments):
+            if i < last and self._base_offsets[i + 1] <= self._recovery_point:
+                continue
+            handles.append(segment.flush_handles())
+        return FlushSnapshot(self._log_end_offset, self._truncations, handles)
+
+    def complete_flush(self, snapshot: FlushSnapshot, now_ms: int) -> None:
+        """Move the recovery point to what ``snapshot`` made durable; nothing if the log
+        was truncated since (the offsets may now name other, unflushed, batches)."""
+        if self._closed or snapshot.truncations != self._truncations:
+            return
+        flushed = min(snapshot.log_end_offset, self._log_end_offset)
+        self._recovery_point = max(self._recovery_point, flushed)
+        self._last_flush_ms = now_ms
 
     def close(self) -> None:
         if self._closed:
@@ -543,26 +596,3 @@ class Log:
             f"Log({self._dir.name}, log_start_offset={self._log_start_offset}, "
             f"log_end_offset={self._log_end_offset}, segments={len(self._segments)})"
         )
-
-
-def _max_timestamp(
-    headers: list[BatchHeader], first_offset: int | None, append_time: int | None
-) -> tuple[int, int]:
-    """(max timestamp, last offset of the first batch carrying it) of validated batches.
-
-    ``first_offset`` re-bases batches whose offsets are not assigned yet.
-    """
-    if append_time is not None:
-        assert first_offset is not None
-        return append_time, first_offset + headers[0].last_offset_delta
-    max_timestamp, offset_of_max = -1, -1
-    next_offset = first_offset
-    for header in headers:
-        if next_offset is None:
-            last_offset = header.last_offset
-        else:
-            last_offset = next_offset + header.last_offset_delta
-            next_offset = last_offset + 1
-        if header.max_timestamp > max_timestamp:
-            max_timestamp, offset_of_max = header.max_timestamp, last_offset
-    return max_timestamp, offset_of_max

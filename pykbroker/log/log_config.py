@@ -2,8 +2,10 @@
 
 Mirrors ``org.apache.kafka.storage.internals.log.LogConfig``: the topic configs that
 shape a partition's log (``segment.bytes``, ``retention.ms``, ``max.message.bytes``,
-...), with Kafka's defaults, and their broker-level defaults (``log.segment.bytes``,
-``log.retention.hours``, ``message.max.bytes``, ...).
+``cleanup.policy``, ``min.cleanable.dirty.ratio``, ``compression.type``,
+``message.timestamp.after.max.ms``, ``flush.messages``, ...), with Kafka 4's defaults,
+and their broker-level defaults (``log.segment.bytes``, ``log.retention.hours``,
+``message.max.bytes``, ``log.cleaner.delete.retention.ms``, ...).
 
 Invariant: a ``LogConfig`` is immutable and every field has passed Kafka's range
 check; a bad value is ``KafkaError(INVALID_CONFIG)`` (what CreateTopics and
@@ -13,10 +15,11 @@ AlterConfigs answer). Unknown keys are ignored: they belong to other components.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
+from pykbroker.log.compression import CompressionType
 
 __all__ = ["LogConfig"]
 
@@ -39,6 +42,13 @@ _TOPIC_KEYS = {
     "cleanup.policy": "cleanup_policy",
     "flush.messages": "flush_messages",
     "flush.ms": "flush_ms",
+    "compression.type": "compression_type",
+    "min.cleanable.dirty.ratio": "min_cleanable_dirty_ratio",
+    "min.compaction.lag.ms": "min_compaction_lag_ms",
+    "max.compaction.lag.ms": "max_compaction_lag_ms",
+    "delete.retention.ms": "delete_retention_ms",
+    "message.timestamp.before.max.ms": "message_timestamp_before_max_ms",
+    "message.timestamp.after.max.ms": "message_timestamp_after_max_ms",
 }
 
 # broker key -> (field name, multiplier to the field's unit); later keys win, as in
@@ -58,7 +68,18 @@ _BROKER_KEYS: list[tuple[str, str, int]] = [
     ("log.cleanup.policy", "cleanup_policy", 0),
     ("log.flush.interval.messages", "flush_messages", 1),
     ("log.flush.interval.ms", "flush_ms", 1),
+    ("compression.type", "compression_type", 0),
+    ("log.cleaner.min.cleanable.ratio", "min_cleanable_dirty_ratio", 0),
+    ("log.cleaner.min.compaction.lag.ms", "min_compaction_lag_ms", 1),
+    ("log.cleaner.max.compaction.lag.ms", "max_compaction_lag_ms", 1),
+    ("log.cleaner.delete.retention.ms", "delete_retention_ms", 1),
+    ("log.message.timestamp.before.max.ms", "message_timestamp_before_max_ms", 1),
+    ("log.message.timestamp.after.max.ms", "message_timestamp_after_max_ms", 1),
 ]
+
+#: ``compression.type`` values: a codec name, or ``producer`` (keep the client's codec).
+COMPRESSION_TYPES = ("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd")
+_STRING_FIELDS = ("message_timestamp_type", "cleanup_policy", "compression_type")
 
 
 def _at_least(minimum: int, maximum: int = MAX_LONG) -> Callable[[Any], bool]:
@@ -82,6 +103,13 @@ _CHECKS: dict[str, Callable[[Any], bool]] = {
     "cleanup_policy": _valid_policy,
     "flush_messages": _at_least(1),
     "flush_ms": _at_least(0),
+    "compression_type": lambda v: v in COMPRESSION_TYPES,
+    "min_cleanable_dirty_ratio": lambda v: isinstance(v, int | float) and 0 <= v <= 1,
+    "min_compaction_lag_ms": _at_least(0),
+    "max_compaction_lag_ms": _at_least(1),
+    "delete_retention_ms": _at_least(0),
+    "message_timestamp_before_max_ms": _at_least(0),
+    "message_timestamp_after_max_ms": _at_least(0),
 }
 
 
@@ -100,13 +128,33 @@ class LogConfig:
     cleanup_policy: str = "delete"
     flush_messages: int = MAX_LONG
     flush_ms: int = MAX_LONG
+    compression_type: str = "producer"
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = MAX_LONG
+    delete_retention_ms: int = 86_400_000
+    message_timestamp_before_max_ms: int = MAX_LONG
+    message_timestamp_after_max_ms: int = 3_600_000  # Kafka 4.0's default (KIP-1030)
+    # derived once (the append path reads them for every batch)
+    _policies: frozenset[str] = field(init=False, repr=False, compare=False)
+    _target: CompressionType | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for f in fields(self):
+            if not f.init:
+                continue
             value = getattr(self, f.name)
-            if not _CHECKS[f.name](value):
+            if isinstance(value, bool) or not _CHECKS[f.name](value):
                 key = next(k for k, v in _TOPIC_KEYS.items() if v == f.name)
                 raise KafkaError(ErrorCode.INVALID_CONFIG, f"invalid value {value!r} for {key}")
+        policies = frozenset(p.strip() for p in self.cleanup_policy.split(","))
+        object.__setattr__(self, "_policies", policies)
+        target = None
+        if self.compression_type == "uncompressed":
+            target = CompressionType.NONE
+        elif self.compression_type != "producer":
+            target = CompressionType[self.compression_type.upper()]
+        object.__setattr__(self, "_target", target)
 
     @property
     def is_log_append_time(self) -> bool:
@@ -114,11 +162,16 @@ class LogConfig:
 
     @property
     def delete_enabled(self) -> bool:
-        return "delete" in (p.strip() for p in self.cleanup_policy.split(","))
+        return "delete" in self._policies
 
     @property
     def compact_enabled(self) -> bool:
-        return "compact" in (p.strip() for p in self.cleanup_policy.split(","))
+        return "compact" in self._policies
+
+    @property
+    def target_compression(self) -> CompressionType | None:
+        """The codec batches are stored with, or None to keep the producer's."""
+        return self._target
 
     @classmethod
     def from_properties(
@@ -145,11 +198,13 @@ class LogConfig:
         return {key: str(getattr(self, name)) for key, name in _TOPIC_KEYS.items()}
 
 
-def _parse(key: str, name: str, raw: str, unit: int) -> int | str:
+def _parse(key: str, name: str, raw: str, unit: int) -> int | float | str:
     raw = str(raw).strip()
-    if name in ("message_timestamp_type", "cleanup_policy"):
-        return raw
+    if name in _STRING_FIELDS:
+        return raw.lower() if name == "compression_type" else raw
     try:
+        if name == "min_cleanable_dirty_ratio":
+            return float(raw)
         value = int(raw)
     except ValueError:
         raise KafkaError(ErrorCode.INVALID_CONFIG, f"invalid value {raw!r} for {key}") from None

@@ -1,9 +1,10 @@
 """Loading a partition directory into segments, after Kafka's ``LogLoader``.
 
-Mirrors ``org.apache.kafka.storage.internals.log.LogLoader``: list the ``.log`` files,
-drop stray and orphaned files, sanity-check every segment's indexes (rebuilding those
-that fail), recover the segments that may hold unflushed data after an unclean
-shutdown, and settle the log start offset.
+Mirrors ``org.apache.kafka.storage.internals.log.LogLoader``: finish a segment swap the
+cleaner left half done (a ``*.log.swap`` file replaces the segments it overlaps), list
+the ``.log`` files, drop stray (``.cleaned``, ``.deleted``, ``.tmp``) and orphaned files,
+sanity-check every segment's indexes (rebuilding those that fail), recover the segments
+that may hold unflushed data after an unclean shutdown, and settle the log start offset.
 
 Invariant: the returned segments are sorted by base offset, each passed its sanity
 check or was recovered, and none follows a segment whose unflushed tail was torn
@@ -21,6 +22,7 @@ from pykbroker.log.log_config import LogConfig
 from pykbroker.log.segment import (
     INDEX_FILE_SUFFIX,
     LOG_FILE_SUFFIX,
+    SWAP_FILE_SUFFIX,
     TIME_INDEX_FILE_SUFFIX,
     LogSegment,
     log_file,
@@ -60,6 +62,7 @@ def load_segments(
     recovered (only the last one when ``recovery_point`` is None).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
+    _complete_swaps(log_dir, config, now_ms)
     segments = [
         LogSegment(
             log_dir,
@@ -97,6 +100,41 @@ def load_segments(
     if not segments:
         segments = [new_segment(log_dir, config, start, now_ms)]
     return segments, start
+
+
+def _complete_swaps(log_dir: Path, config: LogConfig, now_ms: int) -> None:
+    """Install each ``<base>.log.swap`` (a cleaned segment, fsynced before it was renamed
+    ``.swap``) in place of the live segments whose base offsets it covers, as Kafka's
+    ``LogLoader`` does; its indexes are rebuilt."""
+    for swap in sorted(log_dir.glob("*" + LOG_FILE_SUFFIX + SWAP_FILE_SUFFIX)):
+        stem = swap.name.partition(".")[0]
+        if len(stem) != 20 or not stem.isdigit():
+            continue
+        base_offset = int(stem)
+        for suffix in (INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX):
+            (log_dir / (stem + suffix + SWAP_FILE_SUFFIX)).unlink(missing_ok=True)
+        segment = LogSegment(
+            log_dir,
+            base_offset,
+            index_interval_bytes=config.index_interval_bytes,
+            max_index_size=config.segment_index_bytes,
+            created_ms=now_ms,
+            file_suffix=SWAP_FILE_SUFFIX,
+        )
+        segment.recover(config.max_message_bytes)
+        covered_end = max(segment.next_offset, base_offset + 1)
+        for live in log_dir.glob("*" + LOG_FILE_SUFFIX):
+            live_stem = live.name[: -len(LOG_FILE_SUFFIX)]
+            if live_stem.isdigit() and base_offset <= int(live_stem) < covered_end:
+                _remove_segment_files(log_dir, live_stem)
+        _remove_segment_files(log_dir, stem)
+        segment.change_file_suffixes(SWAP_FILE_SUFFIX, "")
+        segment.close()
+
+
+def _remove_segment_files(log_dir: Path, stem: str) -> None:
+    for suffix in (LOG_FILE_SUFFIX, INDEX_FILE_SUFFIX, TIME_INDEX_FILE_SUFFIX):
+        (log_dir / (stem + suffix)).unlink(missing_ok=True)
 
 
 def _base_offsets(log_dir: Path) -> list[int]:

@@ -5,7 +5,11 @@ partition under one of ``log.dirs``; startup loads them all, recovering unflushe
 segments unless the previous run left the ``.kafka_cleanshutdown`` marker; the
 ``recovery-point-offset-checkpoint`` and ``log-start-offset-checkpoint`` files of each
 log dir carry each log's recovery point and log start offset across restarts; deleted
-logs are renamed ``<topic>-<partition>.<uuid>-delete`` before their files go.
+logs are renamed ``<topic>-<partition>.<uuid>-delete`` before their files go. Retention
+(``remove_expired_segments``) and checkpoints (``checkpoint_snapshot`` +
+``write_checkpoints``) are split so the file work can run in a worker thread
+(``log_tasks``); ``__cluster_metadata`` is exempt from retention and cleaning, as in
+Kafka, where the raft layer owns it.
 
 Invariant: the clean-shutdown marker exists only between a ``shutdown`` that flushed,
 checkpointed and closed every log and the next ``startup``, which removes it. Not
@@ -33,8 +37,15 @@ from pykbroker.log.checkpoint import (
 )
 from pykbroker.log.log import Log
 from pykbroker.log.log_config import LogConfig
+from pykbroker.log.segment import LogSegment
 
-__all__ = ["CLEAN_SHUTDOWN_FILE", "LogManager", "parse_topic_partition_name"]
+__all__ = [
+    "CLEAN_SHUTDOWN_FILE",
+    "METADATA_TOPIC",
+    "LogManager",
+    "parse_topic_partition_name",
+    "write_checkpoints",
+]
 
 CLEAN_SHUTDOWN_FILE = ".kafka_cleanshutdown"
 DELETE_DIR_SUFFIX = "-delete"
@@ -67,6 +78,9 @@ class LogManager:
         self._logs: dict[TopicPartition, Log] = {}
         self._log_dir_of: dict[TopicPartition, Path] = {}
         self._topic_configs: dict[str, LogConfig] = {}
+        self._unclean_dirs: set[Path] = set()
+        self._checkpointed_recovery_points: dict[TopicPartition, int] = {}
+        self._inline_flush = True
 
     # -- startup and shutdown -------------------------------------------------------------
 
@@ -80,6 +94,9 @@ class LogManager:
             clean = marker.exists()
             recovery_points = read_offset_checkpoint(log_dir / RECOVERY_POINT_CHECKPOINT_FILE)
             start_offsets = read_offset_checkpoint(log_dir / LOG_START_OFFSET_CHECKPOINT_FILE)
+            if not clean:
+                self._unclean_dirs.add(log_dir)
+                self._checkpointed_recovery_points.update(recovery_points)
             for child in sorted(log_dir.iterdir()):
                 if not child.is_dir():
                     continue
@@ -103,12 +120,25 @@ class LogManager:
                     recovery_point=recovery_points.get(tp, 0),
                     log_start_offset=start_offsets.get(tp),
                 )
+                self._logs[tp].inline_flush = self._inline_flush
                 self._log_dir_of[tp] = log_dir
             if clean:
                 marker.unlink()
             logger.info(
                 "loaded logs of %s after %s shutdown", log_dir, "a clean" if clean else "an unclean"
             )
+
+    @property
+    def inline_flush(self) -> bool:
+        """Whether logs fsync inline when ``flush.messages`` is reached (Kafka's way);
+        False once a ``FlushCoordinator`` does it off the event loop."""
+        return self._inline_flush
+
+    @inline_flush.setter
+    def inline_flush(self, value: bool) -> None:
+        self._inline_flush = value
+        for log in self._logs.values():
+            log.inline_flush = value
 
     def shutdown(self) -> None:
         """Flush, checkpoint and close every log, then write the clean-shutdown markers."""
@@ -143,15 +173,21 @@ class LogManager:
             return log
         if parse_topic_partition_name(partition_dir_name(topic, partition)) != tp:
             raise KafkaError(ErrorCode.INVALID_TOPIC_EXCEPTION, f"invalid topic name {topic!r}")
-        log_dir = min(
-            self.log_dirs, key=lambda d: sum(1 for v in self._log_dir_of.values() if v == d)
-        )
+        existing = [d for d in self.log_dirs if (d / partition_dir_name(*tp)).is_dir()]
+        log_dir = (existing or self.log_dirs)[0]
+        if not existing:
+            log_dir = min(
+                self.log_dirs, key=lambda d: sum(1 for v in self._log_dir_of.values() if v == d)
+            )
+        # A directory startup skipped (the metadata log) is recovered like the others.
         log = Log.open(
             log_dir / partition_dir_name(topic, partition),
             config if config is not None else self._config_for(topic),
-            recover=False,
+            recover=bool(existing) and log_dir in self._unclean_dirs,
             now_ms=now_ms,
+            recovery_point=self._checkpointed_recovery_points.get(tp, 0),
         )
+        log.inline_flush = self._inline_flush
         self._logs[tp] = log
         self._log_dir_of[tp] = log_dir
         return log
@@ -192,24 +228,60 @@ class LogManager:
         """Flush logs whose ``flush.ms`` elapsed (Kafka's log flusher); return how many."""
         return sum(log.flush_if_due(now_ms) for log in list(self._logs.values()))
 
+    def retained_logs(self) -> dict[TopicPartition, Log]:
+        """The logs retention and the cleaner work on: all but ``__cluster_metadata``."""
+        return {tp: log for tp, log in self._logs.items() if tp.topic != METADATA_TOPIC}
+
     def cleanup_logs(self, now_ms: int) -> int:
         """Apply retention to every log (Kafka's ``cleanupLogs``); return segments deleted."""
-        return sum(log.delete_old_segments(now_ms) for log in list(self._logs.values()))
+        removed = self.remove_expired_segments(now_ms)
+        for segment in removed:
+            segment.delete()
+        return len(removed)
+
+    def remove_expired_segments(self, now_ms: int) -> list[LogSegment]:
+        """Retention without the unlinking: the segments removed from their logs, files
+        renamed ``*.deleted``, for the caller to ``delete`` (in a worker thread)."""
+        removed: list[LogSegment] = []
+        for log in self.retained_logs().values():
+            if not log.is_closed:
+                removed.extend(log.remove_old_segments(now_ms))
+        return removed
 
     def checkpoint(self) -> None:
         """Write the recovery point and log start offset checkpoints of every log dir."""
+        write_checkpoints(self.checkpoint_snapshot())
+
+    def checkpoint_snapshot(
+        self, *, recovery_points: bool = True, log_start_offsets: bool = True
+    ) -> list[tuple[Path, dict[TopicPartition, int]]]:
+        """The checkpoint files' contents, taken now, for ``write_checkpoints`` (which may
+        run in a worker thread)."""
+        snapshot: list[tuple[Path, dict[TopicPartition, int]]] = []
         for log_dir in self.log_dirs:
             in_dir = {tp: log for tp, log in self._logs.items() if self._log_dir_of[tp] == log_dir}
-            if not log_dir.is_dir():
-                continue
-            write_offset_checkpoint(
-                log_dir / RECOVERY_POINT_CHECKPOINT_FILE,
-                {tp: log.recovery_point for tp, log in in_dir.items()},
-            )
-            write_offset_checkpoint(
-                log_dir / LOG_START_OFFSET_CHECKPOINT_FILE,
-                {tp: log.log_start_offset for tp, log in in_dir.items()},
-            )
+            if recovery_points:
+                snapshot.append(
+                    (
+                        log_dir / RECOVERY_POINT_CHECKPOINT_FILE,
+                        {tp: log.recovery_point for tp, log in in_dir.items()},
+                    )
+                )
+            if log_start_offsets:
+                snapshot.append(
+                    (
+                        log_dir / LOG_START_OFFSET_CHECKPOINT_FILE,
+                        {tp: log.log_start_offset for tp, log in in_dir.items()},
+                    )
+                )
+        return snapshot
+
+
+def write_checkpoints(snapshot: list[tuple[Path, dict[TopicPartition, int]]]) -> None:
+    """Write checkpoint files taken by ``LogManager.checkpoint_snapshot`` (thread-safe)."""
+    for path, offsets in snapshot:
+        if path.parent.is_dir():
+            write_offset_checkpoint(path, offsets)
 
 
 def _write_marker(path: Path) -> None:

@@ -2,7 +2,8 @@
 
 Mirrors ``org.apache.kafka.common.record.DefaultRecordBatch`` (header layout, CRC,
 in-place offset assignment), ``LogValidator``'s header-level checks and
-``MemoryRecordsBuilder`` (``build_batch``).
+``MemoryRecordsBuilder`` (``build_batch``, and ``rebuild_batch`` for recompression and
+the cleaner).
 
 Invariant: a batch stays bytes on the produce and fetch paths. ``validate_batches`` and
 ``assign_offsets`` touch only the 61-byte header of each batch plus one CRC-32C over
@@ -50,6 +51,7 @@ __all__ = [
     "iter_batch_headers",
     "iter_batches",
     "parse_header",
+    "rebuild_batch",
     "unpack_header",
     "validate_batches",
 ]
@@ -391,24 +393,100 @@ def build_batch(
     first record's timestamp, maxTimestamp the largest. ``last_offset_delta`` defaults
     to the largest offset delta (0 for an empty batch).
     """
-    base_timestamp = records[0].timestamp if records else NO_TIMESTAMP
-    max_timestamp = max((r.timestamp for r in records), default=NO_TIMESTAMP)
+    attributes = (
+        (TIMESTAMP_TYPE_MASK if timestamp_type == TimestampType.LOG_APPEND_TIME else 0)
+        | (TRANSACTIONAL_FLAG_MASK if is_transactional else 0)
+        | (CONTROL_FLAG_MASK if is_control else 0)
+    )
+    return _encode_batch(
+        records,
+        base_offset=base_offset,
+        compression=CompressionType(compression),
+        attributes=attributes,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        base_sequence=base_sequence,
+        partition_leader_epoch=partition_leader_epoch,
+        last_offset_delta=last_offset_delta,
+        base_timestamp=records[0].timestamp if records else NO_TIMESTAMP,
+        max_timestamp=max((r.timestamp for r in records), default=NO_TIMESTAMP),
+    )
+
+
+def rebuild_batch(
+    header: BatchHeader,
+    records: Sequence[Record],
+    *,
+    compression: CompressionType | None = None,
+    delete_horizon_ms: int | None = None,
+) -> bytes:
+    """Re-encode decoded ``records`` (absolute offsets) in a batch shaped like ``header``.
+
+    Kept from ``header``: base offset, lastOffsetDelta (so producer state survives, as
+    Kafka's ``MemoryRecords.filterTo``), partition leader epoch, producer id, epoch and
+    base sequence, the transactional, control and timestamp-type bits. The codec is
+    ``compression`` (default: the original one). With ``delete_horizon_ms`` the batch gets
+    Kafka's delete-horizon bit and that horizon as its baseTimestamp (KIP-534); record
+    timestamps are re-based on it, so they decode unchanged.
+    """
+    attributes = header.attributes & ~(COMPRESSION_CODEC_MASK | DELETE_HORIZON_FLAG_MASK)
+    log_append_time = header.timestamp_type is TimestampType.LOG_APPEND_TIME
+    if delete_horizon_ms is not None:
+        attributes |= DELETE_HORIZON_FLAG_MASK
+        base_timestamp = delete_horizon_ms
+    elif header.has_delete_horizon_ms:
+        attributes |= DELETE_HORIZON_FLAG_MASK
+        base_timestamp = header.base_timestamp
+    elif records and not log_append_time:
+        base_timestamp = records[0].timestamp
+    else:
+        base_timestamp = header.base_timestamp
+    if log_append_time or not records:
+        max_timestamp = header.max_timestamp
+    else:
+        max_timestamp = max(r.timestamp for r in records)
+    return _encode_batch(
+        records,
+        base_offset=header.base_offset,
+        compression=header.compression_type if compression is None else compression,
+        attributes=attributes,
+        producer_id=header.producer_id,
+        producer_epoch=header.producer_epoch,
+        base_sequence=header.base_sequence,
+        partition_leader_epoch=header.partition_leader_epoch,
+        last_offset_delta=header.last_offset_delta,
+        base_timestamp=base_timestamp,
+        max_timestamp=max_timestamp,
+        timestamps_from_base=not log_append_time,
+    )
+
+
+def _encode_batch(
+    records: Sequence[Record],
+    *,
+    base_offset: int,
+    compression: CompressionType,
+    attributes: int,
+    producer_id: int,
+    producer_epoch: int,
+    base_sequence: int,
+    partition_leader_epoch: int,
+    last_offset_delta: int | None,
+    base_timestamp: int,
+    max_timestamp: int,
+    timestamps_from_base: bool = True,
+) -> bytes:
     body = bytearray()
     max_delta = 0
     for index, record in enumerate(records):
         delta = record.offset - base_offset if record.offset >= 0 else index
         max_delta = max(max_delta, delta)
-        body += _encode_record(record, delta, record.timestamp - base_timestamp)
+        timestamp_delta = record.timestamp - base_timestamp if timestamps_from_base else 0
+        body += _encode_record(record, delta, timestamp_delta)
     payload = body if compression == CompressionType.NONE else compress(compression, body)
-    attributes = (
-        int(compression)
-        | (TIMESTAMP_TYPE_MASK if timestamp_type == TimestampType.LOG_APPEND_TIME else 0)
-        | (TRANSACTIONAL_FLAG_MASK if is_transactional else 0)
-        | (CONTROL_FLAG_MASK if is_control else 0)
-    )
     after_crc = bytearray(
         _AFTER_CRC.pack(
-            attributes,
+            attributes | int(compression),
             max_delta if last_offset_delta is None else last_offset_delta,
             base_timestamp,
             max_timestamp,

@@ -47,6 +47,9 @@ __all__ = [
 LOG_FILE_SUFFIX = ".log"
 INDEX_FILE_SUFFIX = ".index"
 TIME_INDEX_FILE_SUFFIX = ".timeindex"
+DELETED_FILE_SUFFIX = ".deleted"
+CLEANED_FILE_SUFFIX = ".cleaned"
+SWAP_FILE_SUFFIX = ".swap"
 MAX_RELATIVE_OFFSET = 0xFFFFFFFF
 
 _SCAN_CHUNK = 16 * 1024  # header scans start at an index entry, <= ~index.interval.bytes away
@@ -71,6 +74,10 @@ def time_index_file(log_dir: Path, base_offset: int) -> Path:
     return log_dir / (filename_prefix(base_offset) + TIME_INDEX_FILE_SUFFIX)
 
 
+def _with_suffix(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix) if suffix else path
+
+
 def _storage_error(message: str) -> KafkaError:
     return KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, message)
 
@@ -86,14 +93,15 @@ class LogSegment:
         index_interval_bytes: int,
         max_index_size: int,
         created_ms: int,
+        file_suffix: str = "",
     ) -> None:
         self.dir = log_dir
         self.base_offset = base_offset
         self.index_interval_bytes = index_interval_bytes
         self.created_ms = created_ms
-        self.log_path = log_file(log_dir, base_offset)
-        index_path = offset_index_file(log_dir, base_offset)
-        time_index_path = time_index_file(log_dir, base_offset)
+        self.log_path = _with_suffix(log_file(log_dir, base_offset), file_suffix)
+        index_path = _with_suffix(offset_index_file(log_dir, base_offset), file_suffix)
+        time_index_path = _with_suffix(time_index_file(log_dir, base_offset), file_suffix)
         self.indexes_existed = index_path.exists() and time_index_path.exists()
         self._fd: int | None = os.open(self.log_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = os.fstat(self._fd).st_size
@@ -510,6 +518,39 @@ class LogSegment:
         self.offset_index.delete()
         self.time_index.delete()
         self.log_path.unlink(missing_ok=True)
+
+    def change_file_suffixes(self, old_suffix: str, new_suffix: str) -> None:
+        """Rename the three files, e.g. ``.cleaned`` -> ``.swap`` (Kafka's name); open
+        descriptors and mappings stay valid."""
+        for index in (self.offset_index, self.time_index):
+            index.rename_to(_replace_suffix(index.path, old_suffix, new_suffix))
+        new_log_path = _replace_suffix(self.log_path, old_suffix, new_suffix)
+        os.rename(self.log_path, new_log_path)
+        self.log_path = new_log_path
+
+    def mark_for_deletion(self) -> None:
+        """Close the segment and rename its files ``*.deleted``: startup removes such
+        files, so the actual unlinking (``delete``) may happen later, in a thread."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.offset_index.close_mapping()
+        self.time_index.close_mapping()
+        self.change_file_suffixes("", DELETED_FILE_SUFFIX)
+
+    def flush_handles(self) -> tuple[int, list[Path]]:
+        """A duplicate of the log descriptor and the index paths, for an fsync from a
+        worker thread that must not race with ``close`` (the caller closes the dup)."""
+        return os.dup(self.fd), [self.offset_index.path, self.time_index.path]
+
+
+def _replace_suffix(path: Path, old_suffix: str, new_suffix: str) -> Path:
+    name = path.name
+    if old_suffix:
+        if not name.endswith(old_suffix):
+            raise ValueError(f"{path} does not end with {old_suffix}")
+        name = name[: -len(old_suffix)]
+    return path.with_name(name + new_suffix)
 
 
 def _whole_batches_length(data: bytes) -> int:

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import trio
 
-from pykbroker.api.protocol.errors import ErrorCode
+from pykbroker.api.protocol.errors import ErrorCode, KafkaError
+from pykbroker.log.log_config import LogConfig
 
 from . import schemas
 from .image import TOPIC_RESOURCE, MetadataImage
@@ -240,6 +241,12 @@ class QuorumController:
                 result.error = ErrorCode.INVALID_CONFIG
                 result.message = f"Null value not supported for topic configs: {key}"
                 return result, 0, 0
+        try:
+            LogConfig.from_properties({k: v for k, v in req.configs.items() if v is not None})
+        except KafkaError as exc:
+            result.error = ErrorCode.INVALID_CONFIG
+            result.message = exc.message
+            return result, 0, 0
         return result, partitions, replication
 
     async def create_topics(

@@ -20,8 +20,16 @@ from pykbroker.api.dispatch import Dispatcher
 from pykbroker.clock import wall_clock_ms
 from pykbroker.config import BrokerConfig, Listener
 from pykbroker.coordinator.transaction.producer_id_manager import ProducerIdManager
+from pykbroker.log.cleaner import LogCleaner
 from pykbroker.log.log import LogConfig
 from pykbroker.log.log_manager import LogManager
+from pykbroker.log.log_tasks import (
+    FlushCoordinator,
+    checkpoint_loop,
+    cleaner_loop,
+    flush_loop,
+    retention_loop,
+)
 from pykbroker.metadata.controller import QuorumController
 from pykbroker.metadata.image import MetadataImage
 from pykbroker.metadata.metadata_log import METADATA_TOPIC, MetadataLog
@@ -48,6 +56,15 @@ def log_config_factory(config: BrokerConfig) -> Any:
         "retention.bytes": str(config.log_retention_bytes),
         "cleanup.policy": config.log_cleanup_policy,
         "message.timestamp.type": config.log_message_timestamp_type,
+        "message.timestamp.before.max.ms": str(config.log_message_timestamp_before_max_ms),
+        "message.timestamp.after.max.ms": str(config.log_message_timestamp_after_max_ms),
+        "compression.type": config.compression_type,
+        "flush.messages": str(config.log_flush_interval_messages),
+        "flush.ms": str(config.log_flush_interval_ms),
+        "min.cleanable.dirty.ratio": str(config.log_cleaner_min_cleanable_ratio),
+        "min.compaction.lag.ms": str(config.log_cleaner_min_compaction_lag_ms),
+        "max.compaction.lag.ms": str(config.log_cleaner_max_compaction_lag_ms),
+        "delete.retention.ms": str(config.log_cleaner_delete_retention_ms),
     }
 
     def make(topic_config: Any) -> LogConfig:
@@ -151,6 +168,7 @@ class BrokerServer:
             max_connections_per_ip=config.max_connections_per_ip,
         )
         async with trio.open_nursery() as background:
+            await self._start_storage_tasks(background, log_manager)
             await background.start(group_coordinator.run)
             listeners = await self._open_listeners()
             adv = self._advertised()
@@ -183,6 +201,36 @@ class BrokerServer:
                         await trio.sleep(0.01)
                 connections.cancel_scope.cancel()
             background.cancel_scope.cancel()
+
+    async def _start_storage_tasks(self, background: trio.Nursery, log_manager: LogManager) -> None:
+        """Retention, flushing, checkpoints and compaction, as Kafka's LogManager schedules."""
+        config = self.config
+        flusher = FlushCoordinator(clock=wall_clock_ms)
+        self._services["flush_coordinator"] = flusher
+        await background.start(
+            retention_loop, log_manager, config.log_retention_check_interval_ms, wall_clock_ms
+        )
+        await background.start(
+            flush_loop,
+            log_manager,
+            flusher,
+            min(config.log_flush_scheduler_interval_ms, 1000),
+            wall_clock_ms,
+        )
+        await background.start(
+            checkpoint_loop,
+            log_manager,
+            config.log_flush_offset_checkpoint_interval_ms,
+            config.log_flush_start_offset_checkpoint_interval_ms,
+        )
+        if config.log_cleaner_enable:
+            cleaner = LogCleaner(
+                log_manager.retained_logs,
+                dedupe_buffer_size=config.log_cleaner_dedupe_buffer_size,
+            )
+            await background.start(
+                cleaner_loop, cleaner, config.log_cleaner_backoff_ms, wall_clock_ms
+            )
 
     async def _open_listeners(self) -> list[trio.SocketListener]:
         opened: list[trio.SocketListener] = []

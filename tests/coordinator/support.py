@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import itertools
+import struct
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from pykbroker.api.protocol import codec
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
+from pykbroker.api.protocol.messages.consumer_protocol import CONSUMER_PROTOCOL_SUBSCRIPTION
 from pykbroker.coordinator.group.config import GroupCoordinatorConfig
+from pykbroker.coordinator.group.consumer_group_requests import ConsumerGroupHeartbeatRequest
 from pykbroker.coordinator.group.group import ClassicGroup
 from pykbroker.coordinator.group.group_metadata_manager import GroupMetadataManager
 from pykbroker.coordinator.group.offset_metadata_manager import OffsetMetadataManager
 from pykbroker.coordinator.group.records import decode_record
 from pykbroker.coordinator.group.requests import JoinGroupRequest, SyncGroupRequest
 from pykbroker.coordinator.group.result import PendingWrite, ResponseFuture
+from pykbroker.coordinator.group.shard import GroupCoordinatorShard
+from pykbroker.metadata.image import MetadataImage, PartitionRegistration, TopicImage
 
 RANGE = [("range", b"range-meta")]
 
@@ -22,7 +29,10 @@ class Harness:
     """Drives a GroupMetadataManager with an explicit clock; appends succeed unless told."""
 
     def __init__(self, **config: Any) -> None:
-        settings = {"group_initial_rebalance_delay_ms": 3000, "offsets_topic_num_partitions": 5}
+        settings: dict[str, Any] = {
+            "group_initial_rebalance_delay_ms": 3000,
+            "offsets_topic_num_partitions": 5,
+        }
         settings.update(config)
         self.config = GroupCoordinatorConfig(**settings)
         counter = itertools.count(1)
@@ -168,6 +178,7 @@ class Harness:
         member_id: str = "",
         instance_id: str | None = None,
         metadata: str | None = "",
+        api_version: int = 9,
     ) -> dict[tuple[str, int], ErrorCode]:
         topics: dict[str, list[dict[str, Any]]] = {}
         for (topic, partition), offset in offsets.items():
@@ -189,6 +200,7 @@ class Harness:
                 [{"name": name, "partitions": parts} for name, parts in topics.items()],
                 future,
                 self.now,
+                api_version=api_version,
             )
         )
         result = future.result()
@@ -243,3 +255,231 @@ class MemoryLog:
 
     def read(self, partition: int) -> Iterable[tuple[bytes, bytes | None]]:
         return list(self.partitions.get(partition, []))
+
+
+# -- the whole pure coordinator (classic + consumer groups + offsets) -----------------------
+
+
+def topic_id(name: str) -> uuid.UUID:
+    """A stable topic id per name, for images built in tests."""
+    return uuid.uuid5(uuid.NAMESPACE_DNS, name)
+
+
+def make_image(topics: dict[str, int]) -> MetadataImage:
+    """A metadata image with the given topics (name -> number of partitions)."""
+    registration = PartitionRegistration((1,), (1,), 1, 0, 0)
+    images = {
+        name: TopicImage(name, topic_id(name), dict.fromkeys(range(count), registration))
+        for name, count in topics.items()
+    }
+    return MetadataImage(topics=images, topics_by_id={t.topic_id: t for t in images.values()})
+
+
+class ShardHarness:
+    """Drives a GroupCoordinatorShard with an explicit clock and a metadata image.
+
+    Every write is appended to ``log`` (partition -> records) unless ``append_error`` is set;
+    ``restarted()`` loads a fresh shard from that log, as the coordinator does at start-up.
+    """
+
+    def __init__(self, topics: dict[str, int] | None = None, **config: Any) -> None:
+        settings: dict[str, Any] = {
+            "group_initial_rebalance_delay_ms": 0,
+            "offsets_topic_num_partitions": 3,
+        }
+        settings.update(config)
+        self.settings = settings
+        self.config = GroupCoordinatorConfig(**settings)
+        counter = itertools.count(1)
+        self.shard = GroupCoordinatorShard(self.config, new_uuid=lambda: f"u{next(counter)}")
+        self.now = 0
+        self.image = make_image(topics if topics is not None else {"t": 6})
+        self.log: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        self.append_error: ErrorCode = ErrorCode.NO_ERROR
+
+    def set_topics(self, topics: dict[str, int]) -> None:
+        self.image = make_image(topics)
+
+    def apply(self, writes: Iterable[PendingWrite]) -> None:
+        queue = list(writes)
+        while queue:
+            write = queue.pop(0)
+            if self.append_error == ErrorCode.NO_ERROR:
+                self.log.setdefault(write.partition, []).extend(write.records)
+            queue.extend(write.complete(self.append_error, self.now))
+
+    def advance(self, ms: int) -> None:
+        target = self.now + ms
+        while True:
+            deadline = self.shard.next_deadline()
+            if deadline is None or deadline > target:
+                break
+            self.now = max(self.now, deadline)
+            self.apply(self.shard.tick(self.now))
+        self.now = target
+        self.apply(self.shard.tick(self.now))
+
+    def records(self) -> list[Any]:
+        return [decode_record(k, v) for part in self.log.values() for k, v in part]
+
+    def restarted(self) -> ShardHarness:
+        """A new shard loaded from this one's log (the broker restarted)."""
+        again = ShardHarness.__new__(ShardHarness)
+        again.__dict__.update(self.__dict__)
+        counter = itertools.count(1000)
+        again.shard = GroupCoordinatorShard(self.config, new_uuid=lambda: f"r{next(counter)}")
+        again.log = {p: list(records) for p, records in self.log.items()}
+        for records in again.log.values():
+            for key, value in records:
+                record = decode_record(key, value)
+                if record is not None:
+                    again.shard.replay(record, again.now)
+        again.apply(again.shard.on_loaded(again.now))
+        return again
+
+    # -- ConsumerGroupHeartbeat -------------------------------------------------------
+
+    def cg_heartbeat(
+        self,
+        member_id: str,
+        member_epoch: int,
+        *,
+        group_id: str = "g",
+        topics: Sequence[str] | None = None,
+        owned: dict[str, Sequence[int]] | None = None,
+        regex: str | None = None,
+        instance_id: str | None = None,
+        rebalance_timeout_ms: int = -1,
+        assignor: str | None = None,
+        version: int = 1,
+    ) -> dict[str, Any]:
+        """One heartbeat; ``owned`` is by topic name (None: not sent)."""
+        request = ConsumerGroupHeartbeatRequest(
+            group_id=group_id,
+            member_id=member_id,
+            member_epoch=member_epoch,
+            instance_id=instance_id,
+            rebalance_timeout_ms=rebalance_timeout_ms,
+            subscribed_topic_names=list(topics) if topics is not None else None,
+            subscribed_topic_regex=regex,
+            server_assignor=assignor,
+            topic_partitions=(
+                None
+                if owned is None
+                else [(topic_id(name), list(parts)) for name, parts in owned.items()]
+            ),
+            client_id="client",
+            client_host="/127.0.0.1",
+            api_version=version,
+        )
+        future = ResponseFuture()
+        self.apply(self.shard.consumer_group_heartbeat(request, future, self.now, self.image))
+        return future.result()
+
+    def join(self, member_id: str, topics: Sequence[str] = ("t",), **kwargs: Any) -> dict[str, Any]:
+        """A member joins (epoch 0, full request)."""
+        return self.cg_heartbeat(
+            member_id, 0, topics=topics, owned={}, rebalance_timeout_ms=30_000, **kwargs
+        )
+
+    def assigned(self, response: dict[str, Any]) -> dict[str, list[int]] | None:
+        """A heartbeat response's assignment by topic name (None: no assignment in it)."""
+        assignment = response["assignment"]
+        if assignment is None:
+            return None
+        names = {t.topic_id: name for name, t in self.image.topics.items()}
+        return {
+            names[t["topic_id"]]: sorted(t["partitions"]) for t in assignment["topic_partitions"]
+        }
+
+    # -- offsets and classic groups ---------------------------------------------------
+
+    def commit(
+        self,
+        offsets: dict[tuple[str, int], int],
+        *,
+        group_id: str = "g",
+        generation_id: int = -1,
+        member_id: str = "",
+        api_version: int = 9,
+    ) -> dict[tuple[str, int], ErrorCode]:
+        topics: dict[str, list[dict[str, Any]]] = {}
+        for (topic, partition), offset in offsets.items():
+            topics.setdefault(topic, []).append(
+                {
+                    "partition_index": partition,
+                    "committed_offset": offset,
+                    "committed_leader_epoch": -1,
+                    "committed_metadata": "",
+                }
+            )
+        future = ResponseFuture()
+        self.apply(
+            self.shard.offsets.commit_offsets(
+                group_id,
+                generation_id,
+                member_id,
+                None,
+                [{"name": n, "partitions": p} for n, p in topics.items()],
+                future,
+                self.now,
+                api_version=api_version,
+            )
+        )
+        return {
+            (t["name"], p["partition_index"]): p["error_code"]
+            for t in future.result()["topics"]
+            for p in t["partitions"]
+        }
+
+    def committed(self, group_id: str = "g") -> dict[tuple[str, int], int]:
+        return {
+            (t["name"], p["partition_index"]): p["committed_offset"]
+            for t in self.shard.offsets.fetch_offsets(group_id, None)
+            for p in t["partitions"]
+        }
+
+    def classic_member(
+        self,
+        client_id: str,
+        *,
+        group_id: str = "c",
+        topics: Sequence[str] = ("t",),
+        protocol_type: str = "consumer",
+    ) -> tuple[str, int]:
+        """A classic member joins and syncs (alone, or with whoever is joining); its id and
+        generation."""
+        subscription = struct.pack(">h", 0) + codec.encode(
+            CONSUMER_PROTOCOL_SUBSCRIPTION, 0, {"topics": list(topics), "user_data": None}
+        )
+
+        def join(member_id: str) -> dict[str, Any]:
+            future = ResponseFuture()
+            request = JoinGroupRequest(
+                group_id=group_id,
+                member_id=member_id,
+                group_instance_id=None,
+                session_timeout_ms=10_000,
+                rebalance_timeout_ms=10_000,
+                protocol_type=protocol_type,
+                protocols=[("range", subscription)],
+                client_id=client_id,
+                client_host="/127.0.0.1",
+            )
+            self.apply(self.shard.join_group(request, future, self.now))
+            self.advance(0)
+            return future.result()
+
+        first = join("")
+        if first["error_code"] != ErrorCode.MEMBER_ID_REQUIRED:
+            raise AssertionError(first)
+        response = join(first["member_id"])
+        if response["error_code"] != ErrorCode.NO_ERROR:
+            raise AssertionError(response)
+        member_id, generation = response["member_id"], response["generation_id"]
+        future = ResponseFuture()
+        sync = SyncGroupRequest(group_id, generation, member_id, assignments=[(member_id, b"")])
+        self.apply(self.shard.classic.sync_group(sync, future, self.now))
+        if future.result()["error_code"] != ErrorCode.NO_ERROR:
+            raise AssertionError(future.result())
+        return member_id, generation

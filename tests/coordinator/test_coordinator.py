@@ -362,22 +362,29 @@ async def test_describe_list_and_delete_groups(
     await nursery.start(coordinator.run)
     responses, _ = await form_group(coordinator, "a")
     a = responses["a"]["member_id"]
-    described = coordinator.describe_group("g")
+    [described] = coordinator.describe_groups(["g"])
     assert described["group_state"] == "Stable"
     assert described["protocol_data"] == "range"
     assert described["members"][0]["member_id"] == a
     assert described["members"][0]["client_host"] == "/127.0.0.1"
     assert described["members"][0]["member_assignment"] == a.encode()
-    assert coordinator.describe_group("none")["group_state"] == "Dead"
-    assert coordinator.list_groups() == [
-        {
-            "group_id": "g",
-            "protocol_type": "consumer",
-            "group_state": "Stable",
-            "group_type": "classic",
-        }
-    ]
-    assert coordinator.list_groups(["empty"]) == []
+    [unknown] = coordinator.describe_groups(["none"], version=5)
+    assert unknown["group_state"] == "Dead"
+    assert unknown["error_code"] == OK
+    [unknown] = coordinator.describe_groups(["none"], version=6)
+    assert unknown["error_code"] == ErrorCode.GROUP_ID_NOT_FOUND
+    assert coordinator.list_groups() == (
+        OK,
+        [
+            {
+                "group_id": "g",
+                "protocol_type": "consumer",
+                "group_state": "Stable",
+                "group_type": "classic",
+            }
+        ],
+    )
+    assert coordinator.list_groups(["empty"]) == (OK, [])
     assert await coordinator.delete_groups(["g", "none"]) == {
         "g": ErrorCode.NON_EMPTY_GROUP,
         "none": ErrorCode.GROUP_ID_NOT_FOUND,

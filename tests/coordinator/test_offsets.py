@@ -78,10 +78,14 @@ def test_generation_checks_for_group_members() -> None:
     assert h.commit({("t", 0): 2}, generation_id=1, member_id=a, instance_id="i") == {
         ("t", 0): ErrorCode.UNKNOWN_MEMBER_ID
     }
-    # Unknown group with a generation: a stale member of a deleted group.
+    # Unknown group with a generation: a stale member of a deleted group. Kafka answers
+    # GROUP_ID_NOT_FOUND from OffsetCommit v9 on, ILLEGAL_GENERATION before.
     assert h.commit({("t", 0): 2}, group_id="gone", generation_id=3, member_id="m") == {
-        ("t", 0): ErrorCode.ILLEGAL_GENERATION
+        ("t", 0): ErrorCode.GROUP_ID_NOT_FOUND
     }
+    assert h.commit(
+        {("t", 0): 2}, group_id="gone", generation_id=3, member_id="m", api_version=8
+    ) == {("t", 0): ErrorCode.ILLEGAL_GENERATION}
     assert fetched(h, topics=[("t", [0])]) == {("t", 0): (1, "")}
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from pykbroker.log.log import Log
+from pykbroker.log.log_manager import LogManager
 from pykbroker.log.segment import log_file, offset_index_file, time_index_file
 
 from .support import all_records, make_batch, small_config
@@ -150,3 +151,53 @@ def test_stray_and_orphan_files_are_removed(tmp_path: Path) -> None:
     assert not (path / "00000000000000000999.index").exists()
     assert not (path / "00000000000000000000.log.deleted").exists()
     assert (path / "leader-epoch-checkpoint").exists()
+
+
+def test_missing_time_index_alone_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "t-0"
+    log = build(path)
+    records = all_records(log)
+    old_bases = [s.base_offset for s in log.segments[:-1]]
+    log.close()
+    for base in old_bases:
+        time_index_file(path, base).unlink()
+    reopened = reopen(path, recover=False)
+    assert all(time_index_file(path, base).exists() for base in old_bases)
+    assert all_records(reopened) == records
+    assert reopened.fetch_offset_by_timestamp(1_004) == (7, 1_004)
+    assert reopened.max_timestamp_and_offset() == (1_012, 23)
+
+
+def test_log_manager_restarts_cleanly_after_several_kinds_of_damage(tmp_path: Path) -> None:
+    manager = LogManager([tmp_path], small_config(segment_bytes=600))
+    manager.startup(now_ms=0)
+    log = manager.get_or_create_log("t", 0, now_ms=0)
+    for i in range(12):
+        log.append_as_leader(make_batch(2, timestamp=1_000 + i, tag=f"b{i}-"), 0, now_ms=0)
+    log.flush()
+    for i in range(12, 15):  # unflushed: after the checkpointed recovery point
+        log.append_as_leader(make_batch(2, timestamp=1_000 + i, tag=f"b{i}-"), 0, now_ms=0)
+    manager.checkpoint()
+    records = all_records(log)
+    path = log.dir
+    bases = [s.base_offset for s in log.segments]
+    log.close()  # crash: no clean-shutdown marker
+    active = log_file(path, bases[-1])
+    with open(active, "r+b") as f:  # a batch torn in the middle of the active segment
+        f.seek(active.stat().st_size - 20)
+        f.write(b"\x00" * 20)
+    index = offset_index_file(path, bases[0])
+    index.write_bytes(b"\x00" * index.stat().st_size)  # zeroed index of an old segment
+    time_index_file(path, bases[1]).unlink()  # missing .timeindex
+    (path / f"{bases[1]:020d}.log.cleaned").write_bytes(b"half-written cleaner output")
+    again = LogManager([tmp_path], small_config(segment_bytes=600))
+    again.startup(now_ms=0)
+    recovered = again.get_log("t", 0)
+    assert recovered is not None
+    assert recovered.log_end_offset == 28  # the torn last batch (2 records) is gone
+    assert all_records(recovered) == records[:28]
+    assert recovered.fetch_offset_by_timestamp(1_003) == (5, 1_003)
+    assert not list(path.glob("*.cleaned"))
+    recovered.append_as_leader(make_batch(3), 0, now_ms=0)
+    assert [r.offset for r in all_records(recovered)] == list(range(31))
+    again.shutdown()

@@ -1,11 +1,12 @@
-"""Log against a list model: append, read, roll, truncate, reopen, timestamp lookups."""
+"""Log against a list model: append, read, roll, truncate, reopen, timestamp lookups,
+log start offset moves (DeleteRecords), retention and restarts from checkpoints."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hypothesis import settings
@@ -37,6 +38,18 @@ class LogStateMachine(RuleBasedStateMachine):
         self.log = Log.open(self.tmp / "t-0", CONFIG, now_ms=0)
         self.batches: list[ModelBatch] = []
         self.counter = 0
+        self.log_start_offset = 0
+        self.empty_end = 0  # the log end offset when every batch is gone
+
+    def _open(self, *, recover: bool) -> Log:
+        """Reopen as LogManager does: the checkpointed log start offset is passed in."""
+        return Log.open(
+            self.tmp / "t-0",
+            CONFIG,
+            recover=recover,
+            now_ms=0,
+            log_start_offset=self.log_start_offset,
+        )
 
     def teardown(self) -> None:
         self.log.close()
@@ -44,13 +57,14 @@ class LogStateMachine(RuleBasedStateMachine):
 
     @property
     def log_end_offset(self) -> int:
-        return self.batches[-1].next_offset if self.batches else 0
+        return self.batches[-1].next_offset if self.batches else self.empty_end
 
     def model_records(self) -> list[tuple[int, bytes, int]]:
         return [
             (b.base_offset + i, value, ts)
             for b in self.batches
             for i, (value, ts) in enumerate(b.records)
+            if b.base_offset + i >= self.log_start_offset
         ]
 
     @rule(
@@ -74,7 +88,7 @@ class LogStateMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.batches)
     @rule(data=st.data(), max_bytes=st.integers(1, 3000))
     def read(self, data: st.DataObject, max_bytes: int) -> None:
-        offset = data.draw(st.integers(0, self.log_end_offset))
+        offset = data.draw(st.integers(self.log_start_offset, self.log_end_offset))
         raw = self.log.read(offset, max_bytes)
         if offset == self.log_end_offset:
             assert raw == b""
@@ -90,14 +104,15 @@ class LogStateMachine(RuleBasedStateMachine):
         for header, records in got:
             assert header.base_offset == next_offset
             for record in records:
-                assert record.value == expected[record.offset]
+                if record.offset >= self.log_start_offset:
+                    assert record.value == expected[record.offset]
             next_offset = header.next_offset
 
     @precondition(lambda self: self.batches)
     @rule(data=st.data())
     def read_below_high_watermark(self, data: st.DataObject) -> None:
         max_offset = data.draw(st.integers(0, self.log_end_offset))
-        offset = data.draw(st.integers(0, self.log_end_offset))
+        offset = data.draw(st.integers(self.log_start_offset, self.log_end_offset))
         raw = self.log.read(offset, 1 << 20, max_offset=max_offset)
         for header, _ in iter_batches(raw):
             assert header.last_offset < max_offset
@@ -111,14 +126,46 @@ class LogStateMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.batches)
     @rule(data=st.data())
     def truncate_to(self, data: st.DataObject) -> None:
-        offset = data.draw(st.integers(0, self.log_end_offset + 2))
+        offset = data.draw(st.integers(self.log_start_offset, self.log_end_offset + 2))
+        if offset >= self.log_end_offset:
+            return
         self.log.truncate_to(offset)
         self.batches = [b for b in self.batches if b.next_offset <= offset]
+        if not self.batches or self.batches[-1].next_offset < self.log_start_offset:
+            # the whole log, or all of it from the log start, is gone: it restarts empty
+            self.empty_end = self.log.log_end_offset
+            self.batches = [b for b in self.batches if b.next_offset > self.empty_end]
+        self.log_start_offset = min(self.log_start_offset, self.log.log_end_offset)
+
+    @precondition(lambda self: self.batches)
+    @rule(data=st.data())
+    def delete_records(self, data: st.DataObject) -> None:
+        offset = data.draw(st.integers(0, self.log_end_offset))
+        self.log.high_watermark = self.log.log_end_offset
+        moved = self.log.maybe_increment_log_start_offset(offset)
+        assert moved == (offset > self.log_start_offset)
+        self.log_start_offset = max(self.log_start_offset, offset)
+        assert self.log.log_start_offset == self.log_start_offset
+
+    @rule(retention_bytes=st.sampled_from([-1, 0, 300, 1500]))
+    def retention(self, retention_bytes: int) -> None:
+        self.log.high_watermark = self.log.log_end_offset
+        self.log.update_config(replace(CONFIG, retention_ms=-1, retention_bytes=retention_bytes))
+        self.log.delete_old_segments(now_ms=0)
+        self.log.update_config(CONFIG)
+        assert self.log.log_start_offset >= self.log_start_offset
+        self.log_start_offset = self.log.log_start_offset
+        if retention_bytes >= 0 and len(self.log.segments) > 1:
+            # Kafka's rule: the oldest segment stays once deleting it would undershoot
+            assert self.log.size_in_bytes - self.log.segments[0].size < retention_bytes
+        self.batches = [b for b in self.batches if b.next_offset > self.log_start_offset]
+        if not self.batches:
+            self.empty_end = self.log.log_end_offset
 
     @rule(clean=st.booleans())
     def reopen(self, clean: bool) -> None:
         self.log.close()
-        self.log = Log.open(self.tmp / "t-0", CONFIG, recover=not clean, now_ms=0)
+        self.log = self._open(recover=not clean)
 
     @precondition(lambda self: self.log.active_segment.size > 0)
     @rule(data=st.data())
@@ -131,13 +178,20 @@ class LogStateMachine(RuleBasedStateMachine):
         survivors = [h.next_offset for p, h in batches if p + h.size_in_bytes <= new_size]
         log_end_offset = max(survivors, default=active.base_offset)
         self.batches = [b for b in self.batches if b.next_offset <= log_end_offset]
-        self.log = Log.open(self.tmp / "t-0", CONFIG, recover=True, now_ms=0)
+        if log_end_offset < self.log_start_offset:  # the start offset's data was torn off
+            self.batches = []
+            self.empty_end = self.log_start_offset
+        elif not self.batches:
+            self.empty_end = log_end_offset
+        self.log = self._open(recover=True)
 
+    @precondition(lambda self: self.log_start_offset == 0)
     @rule(timestamp=st.integers(0, 55))
     def offset_for_timestamp(self, timestamp: int) -> None:
         expected = next(((o, ts) for o, _, ts in self.model_records() if ts >= timestamp), None)
         assert self.log.fetch_offset_by_timestamp(timestamp) == expected
 
+    @precondition(lambda self: self.log_start_offset == 0)
     @rule()
     def max_timestamp(self) -> None:
         records = self.model_records()
@@ -151,10 +205,10 @@ class LogStateMachine(RuleBasedStateMachine):
     @invariant()
     def offsets_match(self) -> None:
         assert self.log.log_end_offset == self.log_end_offset
-        assert self.log.log_start_offset == 0
+        assert self.log.log_start_offset == self.log_start_offset
         bases = [s.base_offset for s in self.log.segments]
         assert bases == sorted(set(bases))
-        assert bases[0] == 0
+        assert bases[0] <= self.log_start_offset
 
 
 LogStateMachine.TestCase.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)

@@ -6,7 +6,9 @@ patching the batch header, and appended to the partition's log as bytes; records
 decoded one by one. Errors are per partition: UNKNOWN_TOPIC_OR_PARTITION (UNKNOWN_TOPIC_ID at
 v13), NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE, MESSAGE_TOO_LARGE,
 UNSUPPORTED_FOR_MESSAGE_FORMAT, INVALID_REQUIRED_ACKS, INVALID_RECORD. With acks=0 no response
-is sent, as Kafka does (the client does not read one).
+is sent, as Kafka does (the client does not read one). Before answering, the request waits for
+the fsync the topic's flush policy asks for (``flush.messages``/``flush.ms``; ``flush.messages=1``
+is strict mode), shared with concurrent producers.
 
 Per version: v5 log_start_offset, v8 record_errors and error_message (KIP-467), v9 flexible,
 v10 current leader and node endpoints (KIP-951, sent only on NOT_LEADER_OR_FOLLOWER), v13
@@ -22,9 +24,31 @@ from typing import Any
 
 from pykbroker.api.context import RequestContext
 from pykbroker.api.protocol.api_keys import ApiKey
-from pykbroker.api.protocol.errors import ErrorCode
+from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 
 API_KEY = ApiKey.PRODUCE
+
+
+async def _flush_per_policy(ctx: RequestContext, results: dict[Any, Any]) -> None:
+    """Wait for the fsync the topic's flush policy asks for (flush.messages / flush.ms), shared
+    with concurrent producers (group commit); a failed fsync fails those partitions."""
+    replica_manager = ctx.broker.service("replica_manager")
+    flusher = ctx.broker.service("flush_coordinator")
+    appended = []
+    for (name, index), result in results.items():
+        if result.error == ErrorCode.NO_ERROR:
+            partition = replica_manager.get_partition(name, index)
+            if partition is not None:
+                appended.append((partition.log, partition.log.log_end_offset))
+    if not appended:
+        return
+    try:
+        await flusher.flush_appended(appended)
+    except KafkaError as exc:
+        for result in results.values():
+            if result.error == ErrorCode.NO_ERROR:
+                result.error = exc.code
+                result.error_message = exc.message
 
 
 async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any] | None:
@@ -45,7 +69,9 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
                 continue
             entries[(name, part["index"])] = part["records"]
     results = replica_manager.append_records(entries, acks)
-    if acks == 0:
+    if acks != 0:
+        await _flush_per_policy(ctx, results)
+    else:
         return None
     responses: dict[Any, dict[str, Any]] = {}
     for topic in request["topic_data"]:

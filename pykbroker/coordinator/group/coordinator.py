@@ -1,17 +1,19 @@
-"""The group coordinator service: the trio driver around the pure classic-group core.
+"""The group coordinator service: the trio driver around the pure group coordinator core.
 
 Mirrors Kafka's ``GroupCoordinatorService`` (with the runtime's loading and write path): it
-loads ``__consumer_offsets`` through a ``CoordinatorLog`` at start-up, serves the group
-APIs with request dicts in and response dicts (shaped for the request's version) out, appends
-the records the core produces, and fires the core's timers. All group state lives in the
-pure ``GroupMetadataManager`` / ``OffsetMetadataManager``; this module only does I/O and time.
+loads ``__consumer_offsets`` through a ``CoordinatorLog`` at start-up, serves the group APIs
+(classic groups, KIP-848 consumer groups, offsets, admin) with request dicts in and response
+dicts (shaped for the request's version) out, appends the records the core produces, and
+fires the core's timers (sessions, rebalances, offset expiry). All group state lives in the
+pure ``GroupCoordinatorShard``; this module only does I/O and time.
 
 Invariants:
 
 * appends are performed by tasks in the coordinator's own nursery, one queue per
   ``__consumer_offsets`` partition, in the order the core produced them, and the core's
   continuation always runs, even if the request that caused the write was cancelled (a
-  client disconnecting mid-SyncGroup never leaves a group stuck);
+  client disconnecting mid-SyncGroup never leaves a group stuck); a write without records is
+  a barrier (OffsetFetch ``require_stable`` waits behind the writes queued before it);
 * the core is only called from trio tasks, never concurrently (trio is single-threaded);
 * ``clock`` gives monotonic milliseconds for timers (``trio.current_time()`` by default, so
   trio's ``MockClock`` drives session timeouts in tests); ``wall_clock`` gives the record
@@ -23,7 +25,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -31,20 +33,20 @@ import trio
 from pykbroker.api.protocol.codec import CodecError
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.clock import wall_clock_ms
+from pykbroker.metadata.image import MetadataImage
 
 from . import records
-from .config import GroupCoordinatorConfig
-from .group import DEAD, EMPTY, STABLE
-from .group_metadata_manager import GroupMetadataManager
+from .config import GroupCoordinatorConfig, settings_from_properties
+from .consumer_group_requests import ConsumerGroupHeartbeatRequest, heartbeat_error
 from .offset_metadata_manager import (
     INVALID_OFFSET,
     NO_LEADER_EPOCH,
     NO_METADATA,
-    OffsetMetadataManager,
     error_topics,
 )
 from .requests import JoinGroupRequest, SyncGroupRequest, join_error, sync_error
 from .result import PendingWrite, ResponseFuture
+from .shard import GroupCoordinatorShard
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,12 @@ def trio_clock_ms() -> int:
 
 
 class GroupCoordinator:
-    """Classic consumer groups and committed offsets, served over a ``CoordinatorLog``."""
+    """Consumer groups (classic and KIP-848) and committed offsets, over a ``CoordinatorLog``.
+
+    The settings are Kafka's (``group.*``, ``offsets.*``) as keywords; ``properties`` may
+    instead carry the Kafka property names this coordinator reads beyond the broker config
+    (``offsets.retention.minutes``, ``group.consumer.*``, see ``config.PROPERTY_NAMES``).
+    """
 
     def __init__(
         self,
@@ -87,6 +94,8 @@ class GroupCoordinator:
         clock: Callable[[], int] = trio_clock_ms,
         wall_clock: Callable[[], int] = wall_clock_ms,
         new_uuid: Callable[[], Any] = uuid.uuid4,
+        properties: Mapping[str, str] | None = None,
+        **settings: Any,
     ) -> None:
         self.log = log
         self.node_id = node_id
@@ -97,9 +106,12 @@ class GroupCoordinator:
             group_max_session_timeout_ms=group_max_session_timeout_ms,
             group_max_size=group_max_size,
             offset_metadata_max_bytes=offset_metadata_max_bytes,
+            **{**settings_from_properties(properties or {}), **settings},
         )
-        self.groups = GroupMetadataManager(self.config, new_uuid=new_uuid)
-        self.offsets = OffsetMetadataManager(self.config, self.groups)
+        self.shard = GroupCoordinatorShard(self.config, new_uuid=new_uuid)
+        self.groups = self.shard.classic
+        self.consumer_groups = self.shard.consumer
+        self.offsets = self.shard.offsets
         self._clock = clock
         self._wall_clock = wall_clock
         self._active = False
@@ -109,6 +121,7 @@ class GroupCoordinator:
         self._queues: dict[int, deque[PendingWrite]] = {}
         self._draining: set[int] = set()
         self._topic_ready = False
+        self._image: MetadataImage | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -120,7 +133,7 @@ class GroupCoordinator:
                 now = self._now()
                 self._load(now)
                 self._active = True
-                self._submit(self.groups.on_loaded(now))
+                self._submit(self.shard.on_loaded(now))
                 task_status.started()
                 await self._drive_timers()
         finally:
@@ -129,7 +142,7 @@ class GroupCoordinator:
             self._nursery = None
 
     def _load(self, now_ms: int) -> None:
-        loaded_groups = loaded_offsets = 0
+        loaded = 0
         for partition in range(self.config.offsets_topic_num_partitions):
             for key, value in self.log.read(partition):
                 try:
@@ -139,31 +152,25 @@ class GroupCoordinator:
                         "__consumer_offsets-%d: skipping undecodable record: %s", partition, exc
                     )
                     continue
-                if isinstance(record, records.OffsetCommitRecord):
-                    self.offsets.replay(record)
-                    loaded_offsets += 1
-                elif isinstance(record, records.GroupMetadataRecord):
-                    self.groups.load_group(record.group_id, record.value, now_ms)
-                    loaded_groups += 1
-        for group_id in self.offsets.offsets:
-            # As Kafka: a group that only has offsets (simple consumers) is an empty group.
-            self.groups.get_or_create_group(group_id, now_ms)
-        if loaded_groups or loaded_offsets:
+                if record is not None:
+                    self.shard.replay(record, now_ms)
+                    loaded += 1
+        if loaded:
             log.info(
-                "group coordinator loaded %d group and %d offset records (%d groups)",
-                loaded_groups,
-                loaded_offsets,
+                "group coordinator loaded %d records: %d classic and %d consumer groups",
+                loaded,
                 len(self.groups.groups),
+                len(self.consumer_groups.groups),
             )
 
     async def _drive_timers(self) -> None:
         while True:
             now = self._now()
-            self._submit(self.groups.tick(now))
+            self._submit(self.shard.tick(now))
             # A fresh event after the tick (whose own submit kicks): kicks from here on
             # come from requests that may have moved the next deadline.
             self._wakeup = trio.Event()
-            deadline = self.groups.next_deadline()
+            deadline = self.shard.next_deadline()
             if deadline is None:
                 await self._wakeup.wait()
             else:
@@ -172,7 +179,7 @@ class GroupCoordinator:
 
     def _now(self) -> int:
         now = self._clock()
-        self.groups.wall_offset_ms = self._wall_clock() - now
+        self.shard.wall_offset_ms = self._wall_clock() - now
         return now
 
     def _kick(self) -> None:
@@ -185,6 +192,11 @@ class GroupCoordinator:
         if self._stopped:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE
         return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+
+    def update_image(self, image: MetadataImage) -> None:
+        """The metadata image (topic ids and partition counts) consumer groups assign from."""
+        self._image = image
+        self.consumer_groups.update_image(image)
 
     # -- the write path ----------------------------------------------------------------
 
@@ -206,7 +218,7 @@ class GroupCoordinator:
         try:
             while queue:
                 write = queue.popleft()
-                error = await self._append(write)
+                error = await self._append(write) if write.records else ErrorCode.NO_ERROR
                 try:
                     more = write.complete(error, self._now())
                 except Exception:
@@ -231,18 +243,52 @@ class GroupCoordinator:
         return ErrorCode.NO_ERROR
 
     @staticmethod
-    async def _wait(future: ResponseFuture) -> dict[str, Any]:
+    async def _wait(future: ResponseFuture) -> Any:
         if not future.done:
             event = trio.Event()
             future.add_done_callback(lambda _: event.set())
             await event.wait()
         return future.result()
 
+    async def _submit_and_wait(self, writes: list[PendingWrite]) -> None:
+        """Submit ``writes`` and wait until each was appended (or failed)."""
+        done = trio.Event()
+        pending = [len(writes)]
+
+        def watch(write: PendingWrite) -> PendingWrite:
+            inner = write.on_appended
+
+            def on_appended(error: ErrorCode, now_ms: int) -> list[PendingWrite]:
+                try:
+                    return inner(error, now_ms) if inner is not None else []
+                finally:
+                    pending[0] -= 1
+                    if pending[0] == 0:
+                        done.set()
+
+            return PendingWrite(write.partition, write.records, on_appended)
+
+        if not writes:
+            return
+        self._submit([watch(w) for w in writes])
+        await done.wait()
+
+    async def _barrier(self, group_id: str) -> None:
+        """Wait until the writes queued so far for the group's partition are done."""
+        future = ResponseFuture()
+
+        def on_done(error: ErrorCode, now_ms: int) -> list[PendingWrite]:
+            future.complete({})
+            return []
+
+        self._submit([PendingWrite(self.partition_for(group_id), [], on_done)])
+        await self._wait(future)
+
     # -- FindCoordinator ---------------------------------------------------------------
 
     def partition_for(self, group_id: str) -> int:
         """The ``__consumer_offsets`` partition of a group (Kafka's hash)."""
-        return self.groups.partition_for(group_id)
+        return self.shard.partition_for(group_id)
 
     async def find_coordinator(self, key: str) -> tuple[ErrorCode, int]:
         """Make sure ``__consumer_offsets`` exists (first call), then name the group's partition."""
@@ -283,7 +329,7 @@ class GroupCoordinator:
             supports_skip_assignment=version >= 9,
         )
         future = ResponseFuture()
-        self._submit(self.groups.join_group(join, future, self._now()))
+        self._submit(self.shard.join_group(join, future, self._now()))
         return _join_response(await self._wait(future), version)
 
     async def sync_group(self, request: dict[str, Any], version: int) -> dict[str, Any]:
@@ -336,7 +382,9 @@ class GroupCoordinator:
             error, member_errors, writes = self.groups.leave_group(
                 request["group_id"], members, self._now()
             )
-            self._submit(writes)
+            # As Kafka, answer once the group's records are written: a departed member must
+            # not come back with a reload.
+            await self._submit_and_wait(writes)
         if version < 3:
             if error == ErrorCode.NO_ERROR:
                 error = next((e for e in member_errors if e != ErrorCode.NO_ERROR), error)
@@ -348,6 +396,54 @@ class GroupCoordinator:
                 for (member_id, instance_id), code in zip(members, member_errors, strict=False)
             ],
         }
+
+    # -- ConsumerGroupHeartbeat / ConsumerGroupDescribe (KIP-848) -----------------------
+
+    async def consumer_group_heartbeat(
+        self,
+        request: dict[str, Any],
+        version: int,
+        client_id: str,
+        client_host: str,
+        image: MetadataImage,
+    ) -> dict[str, Any]:
+        """ConsumerGroupHeartbeat v0-1; answered once the group's records are written."""
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return heartbeat_error(unavailable)
+        self.update_image(image)
+        owned = request["topic_partitions"]
+        heartbeat = ConsumerGroupHeartbeatRequest(
+            group_id=request["group_id"],
+            member_id=request["member_id"],
+            member_epoch=request["member_epoch"],
+            instance_id=request["instance_id"],
+            rack_id=request["rack_id"],
+            rebalance_timeout_ms=request["rebalance_timeout_ms"],
+            subscribed_topic_names=request["subscribed_topic_names"],
+            subscribed_topic_regex=request.get("subscribed_topic_regex") if version >= 1 else None,
+            server_assignor=request["server_assignor"],
+            topic_partitions=(
+                None if owned is None else [(t["topic_id"], t["partitions"]) for t in owned]
+            ),
+            client_id=client_id,
+            client_host=client_host,
+            api_version=version,
+        )
+        future = ResponseFuture()
+        self._submit(self.shard.consumer_group_heartbeat(heartbeat, future, self._now(), image))
+        return dict(await self._wait(future))
+
+    async def consumer_group_describe(
+        self, group_ids: Sequence[str], include_authorized_operations: bool, image: MetadataImage
+    ) -> list[dict[str, Any]]:
+        """ConsumerGroupDescribe ``DescribedGroup``s."""
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return [
+                {**_describe_error(group_id), "error_code": unavailable} for group_id in group_ids
+            ]
+        return self.shard.consumer_group_describe(group_ids, include_authorized_operations, image)
 
     # -- offsets -----------------------------------------------------------------------
 
@@ -367,148 +463,139 @@ class GroupCoordinator:
                 topics,
                 future,
                 self._now(),
+                api_version=version,
             )
         )
         return {"topics": (await self._wait(future))["topics"]}
 
     async def fetch_offsets(self, request: dict[str, Any], version: int) -> dict[str, Any]:
-        """OffsetFetch v1-9: one group (v1-7, ``topics`` None = all) or ``groups`` (v8+)."""
+        """OffsetFetch v1-9: one group (v1-7, ``topics`` None = all) or ``groups`` (v8+).
+
+        ``require_stable`` (v7+) reads after the group's writes queued before the request
+        completed (Kafka reads it through the write path)."""
         if version >= 8:
-            wanted = [(g["group_id"], g["topics"]) for g in request["groups"]]
+            wanted = [
+                (g["group_id"], g["topics"], g.get("member_id"), g.get("member_epoch", -1))
+                for g in request["groups"]
+            ]
         else:
-            wanted = [(request["group_id"], request["topics"])]
-        results = [self._fetch_group(group_id, topics, version) for group_id, topics in wanted]
+            wanted = [(request["group_id"], request["topics"], None, -1)]
+        if version >= 7 and request.get("require_stable") and self._unavailable() is None:
+            for group_id in {w[0] for w in wanted}:
+                await self._barrier(group_id)
+        results = [
+            self._fetch_group(group_id, topics, version, member_id, member_epoch)
+            for group_id, topics, member_id, member_epoch in wanted
+        ]
         if version >= 8:
             return {"groups": results}
         return {"topics": results[0]["topics"], "error_code": results[0]["error_code"]}
 
     def _fetch_group(
-        self, group_id: str, topics: list[dict[str, Any]] | None, version: int
+        self,
+        group_id: str,
+        topics: list[dict[str, Any]] | None,
+        version: int,
+        member_id: str | None,
+        member_epoch: int,
     ) -> dict[str, Any]:
-        error = self._unavailable()
-        group = self.groups.group(group_id)
-        if error is None and group is not None and group.is_in_state(DEAD):
-            error = ErrorCode.GROUP_ID_NOT_FOUND
-        if error is not None:
-            result: dict[str, Any] = {"group_id": group_id, "error_code": error, "topics": []}
-            if version < 2 and topics is not None:
-                # v0-1 have no top-level error: every partition carries it.
-                result["error_code"] = ErrorCode.NO_ERROR
-                result["topics"] = [
-                    {
-                        "name": t["name"],
-                        "partitions": [
-                            {
-                                "partition_index": index,
-                                "committed_offset": INVALID_OFFSET,
-                                "committed_leader_epoch": NO_LEADER_EPOCH,
-                                "metadata": NO_METADATA,
-                                "error_code": error,
-                            }
-                            for index in t["partition_indexes"]
-                        ],
-                    }
-                    for t in topics
-                ]
-            return result
         wanted = None if topics is None else [(t["name"], t["partition_indexes"]) for t in topics]
-        return {
-            "group_id": group_id,
-            "error_code": ErrorCode.NO_ERROR,
-            "topics": self.offsets.fetch_offsets(group_id, wanted),
-        }
-
-    # -- DescribeGroups / ListGroups / DeleteGroups (for their handlers) ---------------
-
-    def describe_group(self, group_id: str) -> dict[str, Any]:
-        """A DescribeGroups ``DescribedGroup`` (unknown group: state "Dead", as Kafka < v6)."""
-        group = self.groups.group(group_id)
-        if group is None or group.is_in_state(DEAD):
-            return {
-                "error_code": ErrorCode.NO_ERROR,
-                "group_id": group_id,
-                "group_state": DEAD.value,
-                "protocol_type": "",
-                "protocol_data": "",
-                "members": [],
-            }
-        stable = group.is_in_state(STABLE)
-        return {
-            "error_code": ErrorCode.NO_ERROR,
-            "group_id": group_id,
-            "group_state": group.state.value,
-            "protocol_type": group.protocol_type or "",
-            "protocol_data": (group.protocol_name or "") if stable else "",
-            "members": [
+        error = self._unavailable()
+        fetched: list[dict[str, Any]] = []
+        if error is None:
+            if version < 9:
+                member_id, member_epoch = None, -1
+            error, fetched = self.shard.fetch_offsets(group_id, wanted, member_id, member_epoch)
+        if error == ErrorCode.NO_ERROR:
+            return {"group_id": group_id, "error_code": error, "topics": fetched}
+        result: dict[str, Any] = {"group_id": group_id, "error_code": error, "topics": []}
+        if version < 2 and topics is not None:
+            # v0-1 have no top-level error: every partition carries it.
+            result["error_code"] = ErrorCode.NO_ERROR
+            result["topics"] = [
                 {
-                    "member_id": m.member_id,
-                    "group_instance_id": m.group_instance_id,
-                    "client_id": m.client_id,
-                    "client_host": m.client_host,
-                    # Metadata is only useful once the group is stable (as Kafka).
-                    "member_metadata": (
-                        m.metadata(group.protocol_name)
-                        if stable and group.protocol_name is not None
-                        else b""
-                    ),
-                    "member_assignment": m.assignment if stable else b"",
+                    "name": t["name"],
+                    "partitions": [
+                        {
+                            "partition_index": index,
+                            "committed_offset": INVALID_OFFSET,
+                            "committed_leader_epoch": NO_LEADER_EPOCH,
+                            "metadata": NO_METADATA,
+                            "error_code": error,
+                        }
+                        for index in t["partition_indexes"]
+                    ],
                 }
-                for m in group.all_members()
-            ],
-        }
+                for t in topics
+            ]
+        return result
 
-    def list_groups(self, states_filter: Sequence[str] = ()) -> list[dict[str, Any]]:
-        """ListGroups ``ListedGroup``s, optionally filtered by state (case-insensitive)."""
-        wanted = {s.lower() for s in states_filter}
-        return [
-            {
-                "group_id": group.group_id,
-                "protocol_type": group.protocol_type or "",
-                "group_state": group.state.value,
-                "group_type": "classic",
-            }
-            for group in self.groups.groups.values()
-            if not group.is_in_state(DEAD) and (not wanted or group.state.value.lower() in wanted)
-        ]
+    async def delete_offsets(
+        self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]]
+    ) -> dict[str, Any]:
+        """OffsetDelete for the topics given (the handler has removed unknown partitions)."""
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return {"error_code": unavailable, "topics": []}
+        future = ResponseFuture()
+        self._submit(self.shard.delete_offsets(group_id, topics, future))
+        return dict(await self._wait(future))
+
+    # -- DescribeGroups / ListGroups / DeleteGroups -------------------------------------
+
+    def describe_groups(
+        self,
+        group_ids: Sequence[str],
+        version: int = 6,
+        include_authorized_operations: bool = False,
+    ) -> list[dict[str, Any]]:
+        """DescribeGroups ``DescribedGroup``s (unknown group: Dead, or GROUP_ID_NOT_FOUND v6+)."""
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return [
+                {
+                    "error_code": unavailable,
+                    "error_message": None,
+                    "group_id": group_id,
+                    "group_state": "",
+                    "protocol_type": "",
+                    "protocol_data": "",
+                    "members": [],
+                }
+                for group_id in group_ids
+            ]
+        return self.shard.describe_groups(group_ids, version, include_authorized_operations)
+
+    def list_groups(
+        self, states_filter: Sequence[str] = (), types_filter: Sequence[str] = ()
+    ) -> tuple[ErrorCode, list[dict[str, Any]]]:
+        """ListGroups ``ListedGroup``s, filtered by state and type (case-insensitive)."""
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return unavailable, []
+        return ErrorCode.NO_ERROR, self.shard.list_groups(states_filter, types_filter)
 
     async def delete_groups(self, group_ids: Sequence[str]) -> dict[str, ErrorCode]:
         """DeleteGroups: remove empty groups and their offsets (tombstones)."""
-        results: dict[str, ErrorCode] = {}
         unavailable = self._unavailable()
-        for group_id in group_ids:
-            if unavailable is not None:
-                results[group_id] = unavailable
-                continue
-            group = self.groups.group(group_id)
-            if group is None or group.is_in_state(DEAD):
-                results[group_id] = ErrorCode.GROUP_ID_NOT_FOUND
-            elif not group.is_in_state(EMPTY):
-                results[group_id] = ErrorCode.NON_EMPTY_GROUP
-            else:
-                batch = [
-                    *self.offsets.tombstones(group_id),
-                    (records.group_metadata_key(group_id), None),
-                ]
-                future = ResponseFuture()
+        if unavailable is not None:
+            return dict.fromkeys(group_ids, unavailable)
+        future = ResponseFuture()
+        self._submit(self.shard.delete_groups(group_ids, future))
+        result: dict[str, ErrorCode] = await self._wait(future)
+        return result
 
-                def on_appended(
-                    error: ErrorCode,
-                    now_ms: int,
-                    group_id: str = group_id,
-                    future: ResponseFuture = future,
-                ) -> list[PendingWrite]:
-                    if error == ErrorCode.NO_ERROR:
-                        group = self.groups.groups.get(group_id)
-                        if group is not None and group.is_in_state(EMPTY):
-                            del self.groups.groups[group_id]
-                            group.transition_to(DEAD, now_ms)
-                        self.offsets.delete_group(group_id)
-                    future.complete({"error_code": error})
-                    return []
 
-                self._submit([PendingWrite(self.partition_for(group_id), batch, on_appended)])
-                results[group_id] = (await self._wait(future))["error_code"]
-        return results
+def _describe_error(group_id: str) -> dict[str, Any]:
+    return {
+        "error_message": None,
+        "group_id": group_id,
+        "group_state": "",
+        "group_epoch": 0,
+        "assignment_epoch": 0,
+        "assignor_name": "",
+        "members": [],
+    }
 
 
 def _join_response(result: dict[str, Any], version: int) -> dict[str, Any]:

@@ -20,10 +20,29 @@ from collections.abc import Callable, Collection
 from enum import Enum
 from typing import Any
 
+from pykbroker.api.protocol.codec import CodecError, decode
 from pykbroker.api.protocol.errors import ErrorCode
+from pykbroker.api.protocol.messages.consumer_protocol import CONSUMER_PROTOCOL_SUBSCRIPTION
 
 from .member import ClassicGroupMember, Protocol
 from .result import ResponseFuture
+
+CONSUMER_PROTOCOL_TYPE = "consumer"
+
+
+def decode_subscription(metadata: bytes) -> list[str]:
+    """The topics of a ``ConsumerProtocolSubscription`` (int16 version, then the struct).
+
+    Versions newer than the declaration are read as its newest (fields are only appended).
+    Raises ``CodecError`` for bytes that do not decode.
+    """
+    if len(metadata) < 2:
+        raise CodecError("subscription shorter than its version")
+    version = int.from_bytes(metadata[:2], "big", signed=True)
+    if version < 0:
+        raise CodecError(f"bad subscription version {version}")
+    version = min(version, CONSUMER_PROTOCOL_SUBSCRIPTION.valid.high)
+    return list(decode(CONSUMER_PROTOCOL_SUBSCRIPTION, version, metadata[2:])["topics"])
 
 
 class ClassicGroupState(Enum):
@@ -309,6 +328,31 @@ class ClassicGroup:
 
     def group_assignment(self) -> dict[str, bytes]:
         return {m.member_id: m.assignment for m in self.members.values()}
+
+    def uses_consumer_protocol(self) -> bool:
+        return self.protocol_type == CONSUMER_PROTOCOL_TYPE
+
+    def subscribed_topics(self) -> frozenset[str] | None:
+        """The topics the members subscribe to, or None when unknown (Kafka's
+        ``computeSubscribedTopics``): only for protocol type "consumer", decoded from each
+        member's ``ConsumerProtocolSubscription`` for the selected protocol."""
+        if not self.uses_consumer_protocol():
+            return None
+        if not self.members:
+            return frozenset()
+        if self.protocol_name is None:
+            return None
+        topics: set[str] = set()
+        try:
+            for member in self.members.values():
+                topics.update(decode_subscription(member.metadata(self.protocol_name)))
+        except (KeyError, CodecError):
+            return None
+        return frozenset(topics)
+
+    def is_subscribed_to_topic(self, topic: str) -> bool:
+        subscribed = self.subscribed_topics()
+        return subscribed is not None and topic in subscribed
 
     # -- validation --------------------------------------------------------------------
 

@@ -96,6 +96,22 @@ class GroupMetadataManager:
             self.groups[group_id] = group
         return group
 
+    def delete_empty_group(self, group_id: str) -> None:
+        """Forget an Empty group (a consumer group takes the id over, or it was deleted)."""
+        group = self.groups.pop(group_id, None)
+        if group is None:
+            return
+        for member_id in list(group.pending_join_members):
+            self.timer.cancel(_heartbeat_key(group_id, member_id))
+        self.timer.cancel(_join_key(group_id))
+        self.timer.cancel(_sync_key(group_id))
+        group.transition_to(DEAD, self._now)
+
+    @property
+    def now_ms(self) -> int:
+        """The ``now_ms`` of the latest input (timers run at their due time)."""
+        return self._now
+
     def next_deadline(self) -> int | None:
         return self.timer.next_deadline()
 
@@ -743,10 +759,12 @@ class GroupMetadataManager:
             return
         protocol_type = value["protocol_type"] or None
         protocol_name = value["protocol"]
+        state_timestamp = value.get("current_state_timestamp", -1)
         group = ClassicGroup(
             group_id,
             state=STABLE if value["members"] else EMPTY,
-            now_ms=now_ms,
+            # The persisted state time (wall clock) matters for offset expiry of Empty groups.
+            now_ms=state_timestamp - self.wall_offset_ms if state_timestamp >= 0 else now_ms,
             generation_id=value["generation"],
             protocol_type=protocol_type,
             protocol_name=protocol_name,

@@ -1,30 +1,41 @@
-"""Committed offsets of groups: OffsetCommit and OffsetFetch (Kafka's ``OffsetMetadataManager``).
+"""Committed offsets of groups: OffsetCommit, OffsetFetch, OffsetDelete, expiry (Kafka's
+``OffsetMetadataManager``).
 
-A commit is validated against the group (``ClassicGroup.validate_offset_commit``: generation
--1 with no member id is a "simple" commit, allowed while the group is empty or unknown),
-each partition's metadata is checked against ``offset.metadata.max.bytes``, and the accepted
-offsets become ``OffsetCommit`` records; they are visible to OffsetFetch only once the driver
-reports the append succeeded (as Kafka, where uncommitted writes are not read). Loading
-replays the records (a tombstone deletes). Pure: no clock, no I/O.
+A commit is validated against the group: a classic group checks generation and member
+(``ClassicGroup.validate_offset_commit``: generation -1 with no member id is a "simple" commit,
+allowed while the group is empty or unknown); a consumer (KIP-848) group checks the member
+and its epoch (``ConsumerGroupManager.validate_offset_commit``: UNKNOWN_MEMBER_ID,
+STALE_MEMBER_EPOCH, OffsetCommit v9+). Each partition's metadata is checked against
+``offset.metadata.max.bytes``, and the accepted offsets become ``OffsetCommit`` records; they
+are visible to OffsetFetch only once the driver reports the append succeeded (as Kafka, where
+uncommitted writes are not read). Deleting (OffsetDelete, DeleteGroups, expiry) writes
+tombstones and forgets the offsets once they are written. Loading replays the records (a
+tombstone deletes). Pure: no clock, no I/O.
 
-Not implemented: offset expiration (``offsets.retention.minutes``, the v2-4 retention time is
-ignored), transactional offsets (``TxnOffsetCommit``; ``require_stable`` therefore never
-meets a pending offset), OffsetDelete.
+Expiry (``offsets.retention.minutes``, Kafka's ``cleanupExpiredOffsets``): an offset of a
+topic the group does not subscribe to expires ``offsets.retention.minutes`` after its base
+time: the commit time, or, for an Empty classic group with a protocol type, the time the group
+became Empty; records written with an explicit expire timestamp (OffsetCommitValue v1) expire
+then.
+
+Not implemented: transactional offsets (``TxnOffsetCommit``; ``require_stable`` therefore
+never meets a pending offset), the v2-4 retention time (ignored, as Kafka 4.x does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pykbroker.api.protocol.errors import ErrorCode
 
 from . import records
 from .config import GroupCoordinatorConfig
+from .consumer_group_manager import ConsumerGroupManager
 from .group import PREPARING_REBALANCE, STABLE, GroupError
 from .group_metadata_manager import GroupMetadataManager
 from .records import OffsetAndMetadata, OffsetCommitRecord
-from .result import PendingWrite, ResponseFuture
+from .result import PendingWrite, Record, ResponseFuture
 
 INVALID_OFFSET = -1
 NO_LEADER_EPOCH = -1
@@ -72,9 +83,15 @@ def _java_length(text: str) -> int:
 class OffsetMetadataManager:
     """Committed offsets per group, topic and partition."""
 
-    def __init__(self, config: GroupCoordinatorConfig, groups: GroupMetadataManager) -> None:
+    def __init__(
+        self,
+        config: GroupCoordinatorConfig,
+        groups: GroupMetadataManager,
+        consumer_groups: ConsumerGroupManager | None = None,
+    ) -> None:
         self.config = config
         self.groups = groups
+        self.consumer_groups = consumer_groups
         self.offsets: dict[str, dict[str, dict[int, OffsetAndMetadata]]] = {}
 
     def commit_offsets(
@@ -86,32 +103,21 @@ class OffsetMetadataManager:
         topics: Sequence[dict[str, Any]],
         future: ResponseFuture,
         now_ms: int,
+        *,
+        api_version: int = 9,
     ) -> list[PendingWrite]:
         """Validate and stage an OffsetCommit; ``future`` gets ``{"topics": [...]}``.
 
         ``topics`` is the request's list: ``{"name", "partitions": [{"partition_index",
         "committed_offset", "committed_leader_epoch", "committed_metadata"}]}``.
+        ``generation_id`` is the member epoch for a consumer group.
         """
-        group = self.groups.group(group_id)
-        error: ErrorCode | None = None
-        if group is None:
-            if generation_id < 0:
-                # Not using group management: a "simple" group is created for its offsets.
-                group = self.groups.get_or_create_group(group_id, now_ms)
-            else:
-                error = ErrorCode.ILLEGAL_GENERATION
-        else:
-            try:
-                group.validate_offset_commit(member_id, group_instance_id, generation_id)
-            except GroupError as exc:
-                error = exc.code
-        if error is not None or group is None:
-            code = error if error is not None else ErrorCode.UNKNOWN_SERVER_ERROR
-            future.complete({"topics": error_topics(topics, code)})
+        error = self._validate_commit(
+            group_id, generation_id, member_id, group_instance_id, now_ms, api_version
+        )
+        if error is not None:
+            future.complete({"topics": error_topics(topics, error)})
             return []
-        if group.state in (STABLE, PREPARING_REBALANCE) and group.has_member(member_id):
-            # A commit from a member keeps its session alive (classic protocol).
-            self.groups.keep_session_alive(group, member_id, now_ms)
 
         commit_timestamp_ms = now_ms + self.groups.wall_offset_ms
         response: list[dict[str, Any]] = []
@@ -159,6 +165,51 @@ class OffsetMetadataManager:
 
         return [PendingWrite(self.groups.partition_for(group_id), batch, on_appended)]
 
+    def _validate_commit(
+        self,
+        group_id: str,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        now_ms: int,
+        api_version: int,
+    ) -> ErrorCode | None:
+        consumer = self.consumer_groups.group(group_id) if self.consumer_groups else None
+        if consumer is not None:
+            assert self.consumer_groups is not None
+            return self.consumer_groups.validate_offset_commit(
+                consumer, member_id, generation_id, api_version
+            )
+        group = self.groups.group(group_id)
+        if group is None:
+            if generation_id < 0:
+                # Not using group management: a "simple" group is created for its offsets.
+                self.groups.get_or_create_group(group_id, now_ms)
+                return None
+            # Kafka: GROUP_ID_NOT_FOUND from v9 on (both protocols understand it), before
+            # that ILLEGAL_GENERATION.
+            return (
+                ErrorCode.GROUP_ID_NOT_FOUND if api_version >= 9 else ErrorCode.ILLEGAL_GENERATION
+            )
+        try:
+            group.validate_offset_commit(member_id, group_instance_id, generation_id)
+        except GroupError as exc:
+            return exc.code
+        if group.state in (STABLE, PREPARING_REBALANCE) and group.has_member(member_id):
+            # A commit from a member keeps its session alive (classic protocol).
+            self.groups.keep_session_alive(group, member_id, now_ms)
+        return None
+
+    def validate_offset_fetch(
+        self, group_id: str, member_id: str | None, member_epoch: int
+    ) -> ErrorCode | None:
+        """OffsetFetch v9+ member checks: only consumer groups check them (as Kafka)."""
+        consumer = self.consumer_groups.group(group_id) if self.consumer_groups else None
+        if consumer is None:
+            return None
+        assert self.consumer_groups is not None
+        return self.consumer_groups.validate_offset_fetch(consumer, member_id, member_epoch)
+
     def fetch_offsets(
         self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]] | None
     ) -> list[dict[str, Any]]:
@@ -204,6 +255,54 @@ class OffsetMetadataManager:
 
     def delete_group(self, group_id: str) -> None:
         self.offsets.pop(group_id, None)
+
+    def committed(self, group_id: str, topic: str, partition: int) -> OffsetAndMetadata | None:
+        return self.offsets.get(group_id, {}).get(topic, {}).get(partition)
+
+    def topics_of(self, group_id: str) -> dict[str, dict[int, OffsetAndMetadata]]:
+        return self.offsets.get(group_id, {})
+
+    def forget(self, group_id: str, topic: str, partition: int) -> None:
+        """Drop one offset (its tombstone was written)."""
+        self.replay(OffsetCommitRecord(group_id, topic, partition, None))
+
+    def expired_offsets(
+        self,
+        group_id: str,
+        base_time: Callable[[OffsetAndMetadata], int] | None,
+        is_subscribed: Callable[[str], bool],
+        now_wall_ms: int,
+        out: list[tuple[str, int]],
+    ) -> bool:
+        """Kafka's ``cleanupExpiredOffsets``: append the expired (topic, partition)s to
+        ``out``; True when the group has no offset left afterwards.
+
+        ``base_time`` None means the group's offsets do not expire in its state.
+        """
+        by_topic = self.offsets.get(group_id)
+        if not by_topic:
+            return True
+        if base_time is None:
+            return False
+        all_expired = True
+        retention_ms = self.config.offsets_retention_ms
+        for topic, partitions in by_topic.items():
+            if is_subscribed(topic):
+                all_expired = False
+                continue
+            for partition, offset in partitions.items():
+                if offset.expire_timestamp_ms >= 0:
+                    expired = now_wall_ms >= offset.expire_timestamp_ms
+                else:
+                    expired = now_wall_ms - base_time(offset) >= retention_ms
+                if expired:
+                    out.append((topic, partition))
+                else:
+                    all_expired = False
+        return all_expired
+
+    def tombstone(self, group_id: str, topic: str, partition: int) -> Record:
+        return (records.offset_commit_key(group_id, topic, partition), None)
 
     def replay(self, record: OffsetCommitRecord) -> None:
         """Apply one loaded offset commit record (None offset: a tombstone)."""

@@ -4,8 +4,9 @@ Mirrors Kafka's ``GroupCoordinatorRecordHelpers`` / ``GroupCoordinatorRecordSerd
 record types a classic coordinator writes, and ``GroupCoordinatorService.partitionFor``:
 
 * key = int16 key version + key struct: versions 0 and 1 are ``OffsetCommitKey`` (Kafka
-  writes 1), version 2 is ``GroupMetadataKey``; higher versions belong to KIP-848 / KIP-932
-  groups and are skipped when loading;
+  writes 1), version 2 is ``GroupMetadataKey``, versions 3-8 are KIP-848 consumer group
+  records (``consumer_group_records``); higher versions (KIP-932 share groups) are skipped
+  when loading;
 * value = int16 value version + value struct: ``OffsetCommitValue`` v3 and
   ``GroupMetadataValue`` v3 are written (as Kafka 3.x/4.x with an old-style commit), any of
   v0-v4 is read; a null value is a tombstone.
@@ -23,6 +24,11 @@ from typing import Any
 from pykbroker.api.protocol import codec
 
 from . import schemas
+from .consumer_group_records import (
+    KEY_VERSIONS,
+    ConsumerGroupRecord,
+    decode_consumer_group_record,
+)
 from .group import ClassicGroup
 
 OFFSET_COMMIT_KEY_VERSION = 1
@@ -158,8 +164,8 @@ def _split(data: bytes, what: str) -> tuple[int, bytes]:
 
 def decode_record(
     key: bytes, value: bytes | None
-) -> OffsetCommitRecord | GroupMetadataRecord | None:
-    """Decode one record; None for record types a classic coordinator does not use.
+) -> OffsetCommitRecord | GroupMetadataRecord | ConsumerGroupRecord | None:
+    """Decode one record; None for record types this coordinator does not use (share groups).
 
     Raises ``CodecError`` for a record of a known type that does not decode.
     """
@@ -190,4 +196,6 @@ def decode_record(
         return GroupMetadataRecord(
             k["group"], codec.decode(schemas.GROUP_METADATA_VALUE, value_version, value_body)
         )
+    if key_version in KEY_VERSIONS:
+        return decode_consumer_group_record(key_version, key_body, value)
     return None
