@@ -49,7 +49,7 @@ SUPPORTED: dict[int, tuple[int, int]] = {
 }
 
 #: Produce v0-2 are listed for old librdkafka (KAFKA-18659) but rejected, as in Kafka 4.x.
-_LISTED_ONLY = {ApiKey.PRODUCE: 3}
+_LISTED_ONLY: dict[int, int] = {ApiKey.PRODUCE: 3}
 
 _SIZE = struct.Struct(">i")
 

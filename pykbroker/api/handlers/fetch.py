@@ -72,7 +72,7 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
     )
     responses = []
     for topic, parts in layout:
-        partitions = []
+        partitions: list[dict[str, Any]] = []
         for index, tp in parts:
             if tp is None:
                 partitions.append(

@@ -217,7 +217,7 @@ class Bool(c.Construct):  # type: ignore[misc]
         raw = stream.read(1)
         if not raw:
             raise c.StreamError("stream ended inside a bool", path=path)
-        return raw != b"\x00"
+        return bool(raw != b"\x00")
 
     def _build(self, obj: Any, stream: Any, context: Any, path: str) -> Any:
         stream.write(b"\x01" if obj else b"\x00")
