@@ -11,8 +11,9 @@
 * DescribeGroups / ListGroups / DeleteGroups / OffsetDelete through each admin client, and lag
   (committed offset vs log end offset) as the admin clients compute it.
 
-Every member runs its client in its own thread (aiokafka in its own asyncio loop) and
-publishes its current assignment; every wait has a deadline.
+Every group member runs its client in its own process (see ``MEMBER_SCRIPT``) and reports
+its assignment and what it consumed on stdout; every wait has a deadline and every process
+started here is stopped (or killed) by the test that started it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -28,12 +28,12 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor as AioRange
 from confluent_kafka import (
     Consumer,
     ConsumerGroupState,
@@ -45,9 +45,8 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec  # type: ignore[attr-defined]
 from kafka import KafkaAdminClient, KafkaConsumer, OffsetAndMetadata
 from kafka import TopicPartition as KpTopicPartition
-from kafka.coordinator.assignors.range import RangePartitionAssignor as KpRange
 
-from compat_tests.conftest import LIBRDKAFKA_LOG, ROOT, BrokerProcess
+from compat_tests.conftest import LIBRDKAFKA_LOG, BrokerProcess
 from compat_tests.helpers import Deadline, unique_topic, wait_until
 
 pytestmark = pytest.mark.compat
@@ -89,187 +88,210 @@ def everything(topic: str, partitions: int) -> Partitions:
     return frozenset((topic, p) for p in range(partitions))
 
 
-# -- group members, one client each, each in its own thread ---------------------------------
+# -- group members: one client each, each in its own process ---------------------------------
+
+#: A group member process: builds the client ("kafka-python", "confluent-kafka" or
+#: "aiokafka"), subscribes, polls, and prints JSON lines: {"assignment": [partitions]} when it
+#: changes, {"consumed": [[partition, offset], ...]}; on SIGTERM it closes the client (a
+#: graceful leave) and prints {"closed": true}. (In one process with librdkafka's and
+#: aiokafka's threads, kafka-python 3.0.12's poll() now and then stops returning while its
+#: background thread goes on heartbeating and fetching; a process per member avoids that and
+#: is what applications do anyway.)
+MEMBER_SCRIPT = r"""
+import asyncio, json, signal, sys, time, warnings
+warnings.simplefilter("ignore")
+kind, bootstrap, group, topic = sys.argv[1:5]
+extra = json.loads(sys.argv[5])
+session_ms, heartbeat_ms = int(sys.argv[6]), int(sys.argv[7])
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+last = [None]
+
+def report(assignment, consumed):
+    now = sorted(assignment)
+    if now != last[0]:
+        last[0] = now
+        print(json.dumps({"assignment": now}), flush=True)
+    if consumed:
+        print(json.dumps({"consumed": consumed}), flush=True)
+
+if kind == "kafka-python":
+    from kafka import KafkaConsumer
+    from kafka.coordinator.assignors.range import RangePartitionAssignor
+    c = KafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, client_id=kind,
+        partition_assignment_strategy=[RangePartitionAssignor], session_timeout_ms=session_ms,
+        heartbeat_interval_ms=heartbeat_ms, max_poll_interval_ms=30000,
+        auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=100,
+        request_timeout_ms=10000, **extra)
+    # With the topic's metadata at hand the first generation already assigns it.
+    deadline = time.monotonic() + 15
+    while not c.partitions_for_topic(topic) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    c.subscribe([topic])
+    while not stopping:
+        got = [[r.partition, r.offset] for rs in c.poll(timeout_ms=100).values() for r in rs]
+        report([tp.partition for tp in c.assignment()], got)
+    c.close()
+elif kind == "confluent-kafka":
+    from confluent_kafka import Consumer
+    conf = {"bootstrap.servers": bootstrap, "group.id": group, "client.id": kind,
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+            "fetch.wait.max.ms": 100, "log_level": 0}
+    if extra.get("group.protocol") != "consumer":
+        conf.update({"partition.assignment.strategy": "range", "session.timeout.ms": session_ms,
+                     "heartbeat.interval.ms": heartbeat_ms, "max.poll.interval.ms": 30000})
+    conf.update(extra)
+    c = Consumer(conf)
+    c.subscribe([topic])
+    while not stopping:
+        m = c.poll(0.1)
+        got = [[m.partition(), m.offset()]] if m is not None and m.error() is None else []
+        report([tp.partition for tp in c.assignment()], got)
+    c.close()
+else:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+    async def main():
+        c = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, group_id=group, client_id=kind,
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            session_timeout_ms=session_ms, heartbeat_interval_ms=heartbeat_ms,
+            max_poll_interval_ms=30000, auto_offset_reset="earliest", enable_auto_commit=False,
+            fetch_max_wait_ms=100, request_timeout_ms=10000, **extra)
+        await c.start()
+        try:
+            while not stopping:
+                batches = await c.getmany(timeout_ms=100)
+                got = [[r.partition, r.offset] for rs in batches.values() for r in rs]
+                report([tp.partition for tp in c.assignment()], got)
+        finally:
+            await c.stop()
+
+    asyncio.run(main())
+print(json.dumps({"closed": True}), flush=True)
+"""
 
 
 class Member:
-    """A group member polling in a thread; ``assignment`` is what its client says it owns."""
+    """A consumer group member in its own process; ``assignment`` is what its client owns."""
 
-    kind = "member"
-
-    def __init__(self, b: BrokerProcess, topic: str, group: str, **conf: Any) -> None:
-        self.bootstrap = b.bootstrap_servers
+    def __init__(
+        self, kind: str, b: BrokerProcess, topic: str, group: str, logs: Path, **conf: Any
+    ) -> None:
+        self.kind = kind
         self.topic = topic
-        self.group = group
-        self.conf = conf
-        self.name = f"{self.kind}-{group}"
+        self.name = f"{kind}-{group}"
+        self._command = [
+            sys.executable,
+            "-c",
+            MEMBER_SCRIPT,
+            kind,
+            b.bootstrap_servers,
+            group,
+            topic,
+            json.dumps(conf),
+            str(SESSION_TIMEOUT_MS),
+            str(HEARTBEAT_INTERVAL_MS),
+        ]
+        self.log_path = logs / f"{self.name}-{id(self)}.log"
         self._lock = threading.Lock()
         self._assignment: Partitions = frozenset()
-        self.consumed: set[tuple[int, int]] = set()  # (partition, offset)
-        self._stop = threading.Event()
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+        self.consumed: set[tuple[int, int]] = set()
+        self.closed = False
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
 
     @property
     def assignment(self) -> Partitions:
         with self._lock:
             return self._assignment
 
-    def _publish(self, partitions: Any) -> None:
-        with self._lock:
-            self._assignment = frozenset((tp.topic, tp.partition) for tp in partitions)
-
     def start(self) -> Member:
-        self._thread.start()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                self._command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log
+            )
+        self._reader = threading.Thread(target=self._read, name=self.name, daemon=True)
+        self._reader.start()
         return self
 
+    def _read(self) -> None:
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            event = json.loads(line)
+            with self._lock:
+                if "assignment" in event:
+                    self._assignment = frozenset((self.topic, p) for p in event["assignment"])
+                for partition, offset in event.get("consumed", ()):
+                    self.consumed.add((partition, offset))
+                self.closed = self.closed or bool(event.get("closed"))
+
     def stop(self, timeout: float = 20) -> None:
-        """Close the client (a graceful leave) and wait for its thread."""
-        self._stop.set()
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), f"{self.name} did not stop within {timeout:.0f}s"
-        if self.error is not None:
-            raise AssertionError(f"{self.name} failed") from self.error
-
-    def _main(self) -> None:
+        """SIGTERM: the client closes (a graceful leave); it must exit 0 in time."""
+        proc = self.proc
+        assert proc is not None
+        proc.send_signal(signal.SIGTERM)
         try:
-            self.run()
-        except BaseException as exc:  # noqa: BLE001 - reported by stop()
-            self.error = exc
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.name} did not close within {timeout:.0f}s") from None
+        self._finish()
+        assert proc.returncode == 0, f"{self.name} exited {proc.returncode}:\n{self.tail()}"
+        assert self.closed
 
-    def run(self) -> None:
-        raise NotImplementedError
+    def kill(self) -> None:
+        """kill -9: no LeaveGroup, the session has to run out."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._finish()
 
+    def _finish(self) -> None:
+        if self._reader is not None:
+            self._reader.join(5)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
 
-class KafkaPythonMember(Member):
-    kind = "kafka-python"
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
-    def run(self) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            c = KafkaConsumer(
-                self.topic,
-                bootstrap_servers=self.bootstrap,
-                group_id=self.group,
-                client_id=self.kind,
-                partition_assignment_strategy=[KpRange],
-                session_timeout_ms=SESSION_TIMEOUT_MS,
-                heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-                max_poll_interval_ms=30_000,
-                auto_offset_reset="earliest",
-                enable_auto_commit=False,
-                fetch_max_wait_ms=100,
-                request_timeout_ms=10_000,
-                **self.conf,
-            )
-        try:
-            while not self._stop.is_set():
-                for records in c.poll(timeout_ms=100).values():
-                    self.consumed.update((r.partition, r.offset) for r in records)
-                self._publish(c.assignment())
-        finally:
-            c.close()
-
-
-class ConfluentMember(Member):
-    kind = "confluent-kafka"
-
-    def run(self) -> None:
-        conf: dict[str, Any] = {
-            "bootstrap.servers": self.bootstrap,
-            "group.id": self.group,
-            "client.id": self.kind,
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "fetch.wait.max.ms": 100,
-            **LIBRDKAFKA_COMMON,
-        }
-        if self.conf.get("group.protocol") != "consumer":
-            conf.update(
-                {
-                    "partition.assignment.strategy": "range",
-                    "session.timeout.ms": SESSION_TIMEOUT_MS,
-                    "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
-                    "max.poll.interval.ms": 30_000,
-                }
-            )
-        c = Consumer({**conf, **self.conf})
-        try:
-            c.subscribe([self.topic])
-            while not self._stop.is_set():
-                m = c.poll(0.1)
-                if m is not None and m.error() is None:
-                    self.consumed.add((cast(int, m.partition()), cast(int, m.offset())))
-                self._publish(c.assignment())
-        finally:
-            c.close()
-
-
-class AiokafkaMember(Member):
-    kind = "aiokafka"
-
-    def run(self) -> None:
-        asyncio.run(self._run())
-
-    async def _run(self) -> None:
-        c = AIOKafkaConsumer(
-            self.topic,
-            bootstrap_servers=self.bootstrap,
-            group_id=self.group,
-            client_id=self.kind,
-            partition_assignment_strategy=(AioRange,),
-            session_timeout_ms=SESSION_TIMEOUT_MS,
-            heartbeat_interval_ms=HEARTBEAT_INTERVAL_MS,
-            max_poll_interval_ms=30_000,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=100,
-            request_timeout_ms=10_000,
-            **self.conf,
-        )
-        await c.start()
-        try:
-            while not self._stop.is_set():
-                batches = await c.getmany(timeout_ms=100)
-                for records in batches.values():
-                    self.consumed.update((r.partition, r.offset) for r in records)
-                self._publish(c.assignment())
-        finally:
-            await c.stop()
+    def tail(self, lines: int = 15) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
 
 
 @contextlib.contextmanager
-def members(*started: Member) -> Iterator[list[Member]]:
-    """Members that are stopped when the block ends (those still running)."""
-    running = list(started)
+def members(*started: Member) -> Iterator[None]:
+    """Every member still running when the block ends is killed."""
     try:
-        yield running
+        yield
     finally:
-        for member in running:
-            if member._thread.is_alive():
-                with contextlib.suppress(AssertionError):
-                    member.stop()
+        for member in started:
+            member.kill()
 
 
-def wait_for_split(
-    group: list[Member], wanted: Partitions, timeout: float, *, extra: Partitions = frozenset()
-) -> float:
+def wait_for_split(group: list[Member], wanted: Partitions, timeout: float) -> float:
     """Wait until the members own ``wanted`` between them, each partition once, each member at
-    least one (``extra``: partitions owned outside ``group``); returns the seconds it took."""
+    least one partition; returns the seconds it took."""
     t0 = time.monotonic()
 
     def split() -> bool:
         owned = [m.assignment for m in group]
-        total = sum(len(a) for a in owned) + len(extra)
-        union = frozenset().union(*owned) | extra
-        return union == wanted and total == len(wanted) and all(owned)
+        union = frozenset().union(*owned)
+        return union == wanted and sum(len(a) for a in owned) == len(wanted) and all(owned)
 
-    wait_until(
-        split,
-        timeout=timeout,
-        what=f"{[m.name for m in group]} to split {sorted(wanted)}: "
-        f"{[sorted(m.assignment) for m in group]}",
-    )
+    try:
+        wait_until(split, timeout=timeout, what=f"{[m.name for m in group]} to split {len(wanted)}")
+    except AssertionError as exc:
+        state = "\n".join(
+            f"{m.name}: {sorted(m.assignment)} running={m.running()}\n{m.tail()}" for m in group
+        )
+        raise AssertionError(f"{exc}\n{state}") from None
     return time.monotonic() - t0
 
 
@@ -277,15 +299,16 @@ def wait_for_split(
 
 
 def test_three_clients_share_partitions_and_a_leaver_hands_over(
-    module_broker: BrokerProcess,
+    module_broker: BrokerProcess, tmp_path: Path
 ) -> None:
     topic, group = unique_topic("grp-mixed"), unique_topic("mixed")
     create_topic(module_broker, topic, 6)
     produce(module_broker, topic, 6, 5)
     wanted = everything(topic, 6)
-    kp = KafkaPythonMember(module_broker, topic, group).start()
-    ck = ConfluentMember(module_broker, topic, group).start()
-    aio = AiokafkaMember(module_broker, topic, group).start()
+    kp, ck, aio = (
+        Member(kind, module_broker, topic, group, tmp_path).start()
+        for kind in ("kafka-python", "confluent-kafka", "aiokafka")
+    )
     with members(kp, ck, aio):
         wait_for_split([kp, ck, aio], wanted, timeout=45)
         assert sorted(len(m.assignment) for m in (kp, ck, aio)) == [2, 2, 2]  # range
@@ -299,6 +322,8 @@ def test_three_clients_share_partitions_and_a_leaver_hands_over(
         aio.stop()
         seconds = wait_for_split([kp, ck], wanted, timeout=SESSION_TIMEOUT_MS / 1000 + 10)
         assert seconds < SESSION_TIMEOUT_MS / 1000, f"a leave took {seconds:.1f}s"
+        kp.stop()
+        ck.stop()
 
     with KafkaAdminClient(bootstrap_servers=module_broker.bootstrap_servers) as admin:
         described = admin.describe_groups([group])
@@ -306,83 +331,38 @@ def test_three_clients_share_partitions_and_a_leaver_hands_over(
     assert _field(info, "state", "group_state") == "Empty"
 
 
-KILLABLE_MEMBER = """
-import json, sys
-from confluent_kafka import Consumer
-c = Consumer({
-    "bootstrap.servers": sys.argv[1], "group.id": sys.argv[2], "client.id": "doomed",
-    "partition.assignment.strategy": "range", "session.timeout.ms": SESSION_TIMEOUT_MS,
-    "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS, "auto.offset.reset": "earliest",
-    "enable.auto.commit": False, "log_level": 0,
-})
-def assigned(consumer, partitions):
-    print(json.dumps(sorted(tp.partition for tp in partitions)), flush=True)
-def revoked(consumer, partitions):
-    print("[]", flush=True)
-c.subscribe([sys.argv[3]], on_assign=assigned, on_revoke=revoked)
-while True:
-    c.poll(0.1)
-""".replace("SESSION_TIMEOUT_MS", str(SESSION_TIMEOUT_MS)).replace(
-    "HEARTBEAT_INTERVAL_MS", str(HEARTBEAT_INTERVAL_MS)
-)
-
-
 def test_a_killed_members_partitions_move_within_the_session_timeout(
-    module_broker: BrokerProcess,
+    module_broker: BrokerProcess, tmp_path: Path
 ) -> None:
     topic, group = unique_topic("grp-kill"), unique_topic("kill")
     create_topic(module_broker, topic, 4)
     wanted = everything(topic, 4)
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILLABLE_MEMBER, module_broker.bootstrap_servers, group, topic],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        env=env,
-    )
-    doomed: list[frozenset[tuple[str, int]]] = [frozenset()]
-
-    def read_assignments() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            doomed[0] = frozenset((topic, p) for p in json.loads(line))
-
-    reader = threading.Thread(target=read_assignments, daemon=True)
-    reader.start()
-    try:
-        survivor = KafkaPythonMember(module_broker, topic, group).start()
-        with members(survivor):
-            wait_until(lambda: doomed[0], timeout=30, what="the doomed member's assignment")
-            wait_for_split([survivor], wanted, timeout=45, extra=doomed[0])
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            killed_at = time.monotonic()
-            wait_until(
-                lambda: survivor.assignment == wanted,
-                timeout=SESSION_TIMEOUT_MS / 1000 + 15,
-                what="the survivor to own every partition",
-            )
-            seconds = time.monotonic() - killed_at
-            # The session expires at most 6 s after the kill; the survivor rejoins on its next
-            # heartbeat (1 s) and is alone, so the rebalance completes at once.
-            assert seconds < SESSION_TIMEOUT_MS / 1000 + 4, f"took {seconds:.1f}s"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        reader.join(5)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    doomed = Member("confluent-kafka", module_broker, topic, group, tmp_path).start()
+    survivor = Member("kafka-python", module_broker, topic, group, tmp_path)
+    with members(doomed, survivor):
+        wait_until(lambda: doomed.assignment, timeout=30, what="the doomed member's assignment")
+        survivor.start()
+        wait_for_split([doomed, survivor], wanted, timeout=45)
+        doomed.kill()
+        killed_at = time.monotonic()
+        wait_until(
+            lambda: survivor.assignment == wanted,
+            timeout=SESSION_TIMEOUT_MS / 1000 + 15,
+            what="the survivor to own every partition",
+        )
+        seconds = time.monotonic() - killed_at
+        # The session expires at most 6 s after the kill; the survivor rejoins on its next
+        # heartbeat (1 s) and is alone, so the rebalance completes at once.
+        assert seconds < SESSION_TIMEOUT_MS / 1000 + 4, f"took {seconds:.1f}s"
+        survivor.stop()
 
 
 # -- committed offsets across restarts ---------------------------------------------------------
 
 
 def test_committed_offsets_survive_restarts_and_are_not_delivered_again(
-    broker_factory: Any,
+    broker: BrokerProcess,
 ) -> None:
-    broker = broker_factory({"pykbroker.trace.requests": "true"})
     topic, group = unique_topic("grp-restart"), unique_topic("restart")
     create_topic(broker, topic, 3)
     produce(broker, topic, 3, 10)
@@ -390,7 +370,6 @@ def test_committed_offsets_survive_restarts_and_are_not_delivered_again(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         kp = KafkaConsumer(
-            topic,
             bootstrap_servers=broker.bootstrap_servers,
             group_id=group,
             auto_offset_reset="earliest",
@@ -401,6 +380,10 @@ def test_committed_offsets_survive_restarts_and_are_not_delivered_again(
             request_timeout_ms=10_000,
         )
     try:
+        # With the topic's metadata at hand the first generation already assigns it (see
+        # MEMBER_SCRIPT).
+        wait_until(lambda: kp.partitions_for_topic(topic), timeout=15, what="topic metadata")
+        kp.subscribe([topic])
         got = 0
         deadline = Deadline(30, "kafka-python to read 30 records")
         while got < 30:
@@ -479,29 +462,31 @@ def test_committed_offsets_survive_restarts_and_are_not_delivered_again(
 # -- KIP-848: group.protocol=consumer ----------------------------------------------------------
 
 
-def test_confluent_consumer_protocol_group(module_broker: BrokerProcess) -> None:
+def test_confluent_consumer_protocol_group(module_broker: BrokerProcess, tmp_path: Path) -> None:
     topic, group = unique_topic("grp-848"), unique_topic("kip848")
     create_topic(module_broker, topic, 4)
     produce(module_broker, topic, 4, 5)
     wanted = everything(topic, 4)
-    a = ConfluentMember(module_broker, topic, group, **{"group.protocol": "consumer"}).start()
-    with members(a):
+    consumer_protocol = {"group.protocol": "consumer"}
+    a = Member("confluent-kafka", module_broker, topic, group, tmp_path, **consumer_protocol)
+    b = Member("confluent-kafka", module_broker, topic, group, tmp_path, **consumer_protocol)
+    with members(a.start(), b):
         wait_until(lambda: a.assignment == wanted, timeout=20, what="a to own every partition")
         wait_until(lambda: len(a.consumed) == 20, timeout=20, what="a to consume 20 records")
-        b = ConfluentMember(module_broker, topic, group, **{"group.protocol": "consumer"})
-        with members(b.start()):
-            # Revocation before assignment: a gives two partitions up, then b gets them.
-            wait_for_split([a, b], wanted, timeout=30)
-            assert sorted(len(m.assignment) for m in (a, b)) == [2, 2]
-            admin = AdminClient({"bootstrap.servers": module_broker.bootstrap_servers})
-            listed = admin.list_consumer_groups(types={ConsumerGroupType.CONSUMER}).result(10)
-            mine = [g for g in listed.valid if g.group_id == group]
-            assert len(mine) == 1
-            assert mine[0].type == ConsumerGroupType.CONSUMER
-            assert mine[0].state == ConsumerGroupState.STABLE
-            b.stop()
-            # The group's heartbeat interval is 5 s: a learns of the new target within it.
-            wait_until(lambda: a.assignment == wanted, timeout=15, what="a to take b's share")
+        b.start()
+        # Revocation before assignment: a gives two partitions up, then b gets them.
+        wait_for_split([a, b], wanted, timeout=30)
+        assert sorted(len(m.assignment) for m in (a, b)) == [2, 2]
+        admin = AdminClient({"bootstrap.servers": module_broker.bootstrap_servers})
+        listed = admin.list_consumer_groups(types={ConsumerGroupType.CONSUMER}).result(10)
+        mine = [g for g in listed.valid if g.group_id == group]
+        assert len(mine) == 1
+        assert mine[0].type == ConsumerGroupType.CONSUMER
+        assert mine[0].state == ConsumerGroupState.STABLE
+        b.stop()
+        # The group's heartbeat interval is 5 s: a learns of the new target within it.
+        wait_until(lambda: a.assignment == wanted, timeout=15, what="a to take b's share")
+        a.stop()
 
 
 # -- admin clients ---------------------------------------------------------------------------
@@ -517,7 +502,7 @@ def _field(info: Any, *names: str) -> Any:
 
 
 def test_describe_list_and_delete_groups_through_each_admin_client(
-    module_broker: BrokerProcess,
+    module_broker: BrokerProcess, tmp_path: Path
 ) -> None:
     topic, stable, idle = unique_topic("grp-admin"), unique_topic("stable"), unique_topic("idle")
     create_topic(module_broker, topic, 2)
@@ -527,7 +512,7 @@ def test_describe_list_and_delete_groups_through_each_admin_client(
     ck_admin.alter_consumer_group_offsets(
         [ConsumerGroupTopicPartitions(idle, [TopicPartition(topic, 0, 1)])]
     )[idle].result(10)
-    member = KafkaPythonMember(module_broker, topic, stable).start()
+    member = Member("kafka-python", module_broker, topic, stable, tmp_path).start()
     with members(member):
         wait_until(lambda: len(member.assignment) == 2, timeout=30, what="a stable member")
 

@@ -193,6 +193,7 @@ class BrokerConfig:
     log_flush_offset_checkpoint_interval_ms: int = 60_000
     log_flush_start_offset_checkpoint_interval_ms: int = 60_000
     log_cleaner_enable: bool = True
+    producer_id_expiration_ms: int = 86_400_000
     log_cleaner_backoff_ms: int = 15_000
     log_cleaner_dedupe_buffer_size: int = 134_217_728
     log_cleaner_min_cleanable_ratio: float = 0.5
@@ -323,6 +324,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "log.flush.offset.checkpoint.interval.ms": _int(1),
     "log.flush.start.offset.checkpoint.interval.ms": _int(1),
     "log.cleaner.enable": _bool,
+    "producer.id.expiration.ms": _int(1),
     "log.cleaner.backoff.ms": _int(1),
     "log.cleaner.dedupe.buffer.size": _int(1),
     "log.cleaner.min.cleanable.ratio": _float(0.0, 1.0),

@@ -7,6 +7,9 @@ apply retention, swap in segments the cleaner rewrote, and load plus recover the
 segments of a directory. Flushing is either inline (``inline_flush``, Kafka's way) or
 split into ``flush_snapshot`` / ``FlushSnapshot.fsync`` (any thread) /
 ``complete_flush`` so the fsync runs off the event loop (``FlushCoordinator``).
+Idempotent producer state (``producer_state.ProducerStateManager``) is checked on
+leader appends, fed by follower appends, snapshotted on roll and close, and rebuilt
+on open and truncation from the newest snapshot plus the batch headers after it.
 
 Invariants: segments are sorted by base offset, only the last (active) one takes
 appends, and offsets increase through them;
@@ -29,6 +32,11 @@ from pykbroker.log.log_config import LogConfig
 from pykbroker.log.log_flush import FlushSnapshot
 from pykbroker.log.log_loader import load_segments, new_segment
 from pykbroker.log.log_validator import LogAppendInfo, max_timestamp_of, validate_records
+from pykbroker.log.producer_state import (
+    DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+    ProducerStateManager,
+    replay_segments,
+)
 from pykbroker.log.record_batch import AppendOrigin, assign_offsets, validate_batches
 from pykbroker.log.segment import CLEANED_FILE_SUFFIX, SWAP_FILE_SUFFIX, LogSegment
 
@@ -59,6 +67,7 @@ class Log:
         *,
         log_start_offset: int,
         now_ms: int,
+        producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
     ) -> None:
         if not segments:
             raise ValueError("a log has at least one segment")
@@ -77,6 +86,17 @@ class Log:
         # False when a FlushCoordinator fsyncs off the event loop (LogManager sets it).
         self.inline_flush = True
         segments[-1].resize_indexes(config.segment_index_bytes)
+        self.producer_state = ProducerStateManager(
+            log_dir, producer_id_expiration_ms=producer_id_expiration_ms
+        )
+        self._load_producer_state(now_ms)
+
+    def _load_producer_state(self, now_ms: int) -> None:
+        """Kafka's ``loadProducerState``: newest snapshot, then replay the tail."""
+        state = self.producer_state
+        replay_from = state.load(self._log_end_offset, now_ms)
+        replay_segments(state, self._segments, max(replay_from, self._log_start_offset))
+        state.map_end_offset = self._log_end_offset
 
     # -- loading ----------------------------------------------------------------------
 
@@ -91,6 +111,7 @@ class Log:
         recovery_point: int | None = None,
         log_start_offset: int | None = None,
         high_watermark: int | None = None,
+        producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
     ) -> Log:
         """Load the segments of ``log_dir`` (created if missing): see ``log_loader``.
 
@@ -108,7 +129,14 @@ class Log:
             log_start_offset=log_start_offset,
             now_ms=now_ms,
         )
-        log = cls(log_dir, config, segments, log_start_offset=start, now_ms=now_ms)
+        log = cls(
+            log_dir,
+            config,
+            segments,
+            log_start_offset=start,
+            now_ms=now_ms,
+            producer_id_expiration_ms=producer_id_expiration_ms,
+        )
         if high_watermark is not None:
             log.high_watermark = high_watermark
         return log
@@ -193,20 +221,41 @@ class Log:
         """Validate, assign offsets from ``log_end_offset`` and append (Kafka's leader path).
 
         Raises KafkaError (CORRUPT_MESSAGE, UNSUPPORTED_FOR_MESSAGE_FORMAT,
-        MESSAGE_TOO_LARGE, INVALID_RECORD, INVALID_TIMESTAMP) before touching the log.
-        Topic rules (timestamp bounds, keys on compacted topics, ``compression.type``)
-        are ``log_validator.validate_records``.
+        MESSAGE_TOO_LARGE, INVALID_RECORD, INVALID_TIMESTAMP, and from the producer
+        state OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH) before touching the
+        log. Topic rules (timestamp bounds, keys on compacted topics,
+        ``compression.type``) are ``log_validator.validate_records``. A client batch
+        that repeats one of its producer's last five batches is not appended: the
+        original batch's offsets are returned (Kafka's duplicate handling).
         """
         headers = validate_batches(records, self._config.max_message_bytes, origin=origin)
         if not headers:
             return self._nothing_appended()
         records, headers = validate_records(records, headers, self._config, now_ms, origin)
-        buffer = bytearray(records)  # the one copy: offsets are patched into it
-        append_time = now_ms if self._config.is_log_append_time else None
         first_offset = self._log_end_offset
+        if origin is AppendOrigin.CLIENT:
+            duplicate = self.producer_state.find_duplicate(headers[0])
+            if duplicate is not None:
+                return LogAppendInfo(
+                    first_offset=duplicate.first_offset,
+                    last_offset=duplicate.last_offset,
+                    max_timestamp=duplicate.timestamp,
+                    log_append_time_ms=(
+                        duplicate.timestamp if self._config.is_log_append_time else -1
+                    ),
+                    log_start_offset=self._log_start_offset,
+                    records_count=0,
+                    valid_bytes=0,
+                )
+        append_time = now_ms if self._config.is_log_append_time else None
+        producer_updates = self.producer_state.prepare_update(
+            headers, first_offset, origin, append_time
+        )
+        buffer = bytearray(records)  # the one copy: offsets are patched into it
         next_offset = assign_offsets(buffer, first_offset, leader_epoch, append_time)
         max_timestamp, offset_of_max = max_timestamp_of(headers, first_offset, append_time)
         self._append(buffer, first_offset, next_offset - 1, max_timestamp, offset_of_max, now_ms)
+        self.producer_state.update(producer_updates, next_offset)
         return LogAppendInfo(
             first_offset=first_offset,
             last_offset=next_offset - 1,
@@ -244,6 +293,7 @@ class Log:
         last_offset = headers[-1].last_offset
         max_timestamp, offset_of_max = max_timestamp_of(headers, None, None)
         self._append(records, first_offset, last_offset, max_timestamp, offset_of_max, now_ms)
+        self.producer_state.update_from_replay(headers)
         return LogAppendInfo(
             first_offset=first_offset,
             last_offset=last_offset,
@@ -303,6 +353,9 @@ class Log:
             active.delete()
         else:
             active.on_become_inactive()
+        # Kafka's roll: the producer state up to the new segment is snapshotted.
+        self.producer_state.map_end_offset = base_offset
+        self.producer_state.take_snapshot()
         segment = new_segment(self._dir, self._config, base_offset, now_ms)
         segment.resize_indexes(self._config.segment_index_bytes)
         self._segments.append(segment)
@@ -412,6 +465,7 @@ class Log:
         self._log_start_offset = min(self._log_start_offset, self._log_end_offset)
         self._high_watermark = min(self._high_watermark, self._log_end_offset)
         self._recovery_point = min(self._recovery_point, self._log_end_offset)
+        self._load_producer_state(self._now_ms)  # drops the snapshots past the new end
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Delete every segment and restart the log empty at ``offset``."""
@@ -425,6 +479,8 @@ class Log:
         self._base_offsets = [offset]
         self._log_end_offset = self._log_start_offset = offset
         self._high_watermark = self._recovery_point = offset
+        self.producer_state.delete_snapshots(lambda _: True)
+        self.producer_state.truncate_and_reset(offset)
 
     def maybe_increment_log_start_offset(self, offset: int) -> bool:
         """Move ``log_start_offset`` up to ``offset`` <= high watermark (DeleteRecords)."""
@@ -501,7 +557,13 @@ class Log:
         self._log_start_offset = max(self._log_start_offset, self._segments[0].base_offset)
         self._high_watermark = max(self._high_watermark, self._log_start_offset)
         self._recovery_point = max(self._recovery_point, self._log_start_offset)
+        first_kept = self._base_offsets[0]
+        self.producer_state.delete_snapshots(lambda offset: offset < first_kept)
         return deletable
+
+    def remove_expired_producers(self, now_ms: int) -> int:
+        """Forget producers idle for ``producer.id.expiration.ms``; return how many."""
+        return self.producer_state.remove_expired_producers(now_ms)
 
     def replace_segments(self, cleaned: LogSegment, old: Sequence[LogSegment]) -> None:
         """Kafka's ``replaceSegments``: ``cleaned`` (``*.cleaned``, fsynced) becomes
@@ -574,8 +636,14 @@ class Log:
         self._last_flush_ms = now_ms
 
     def close(self) -> None:
+        """Snapshot the producer state at the log end offset (Kafka's ``close``), close."""
         if self._closed:
             return
+        self.producer_state.map_end_offset = self._log_end_offset
+        try:
+            self.producer_state.take_snapshot()
+        except OSError:
+            pass  # the directory is going away; the log replays the state next time
         for segment in self._segments:
             segment.close()
         self._closed = True

@@ -37,6 +37,7 @@ from pykbroker.log.checkpoint import (
 )
 from pykbroker.log.log import Log
 from pykbroker.log.log_config import LogConfig
+from pykbroker.log.producer_state import DEFAULT_PRODUCER_ID_EXPIRATION_MS
 from pykbroker.log.segment import LogSegment
 
 __all__ = [
@@ -70,7 +71,13 @@ def partition_dir_name(topic: str, partition: int) -> str:
 class LogManager:
     """Creates, loads, checkpoints and deletes the logs under ``log_dirs``."""
 
-    def __init__(self, log_dirs: list[Path], default_config: LogConfig) -> None:
+    def __init__(
+        self,
+        log_dirs: list[Path],
+        default_config: LogConfig,
+        *,
+        producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+    ) -> None:
         if not log_dirs:
             raise ValueError("log.dirs is empty")
         self.log_dirs = [Path(d) for d in log_dirs]
@@ -81,6 +88,7 @@ class LogManager:
         self._unclean_dirs: set[Path] = set()
         self._checkpointed_recovery_points: dict[TopicPartition, int] = {}
         self._inline_flush = True
+        self.producer_id_expiration_ms = producer_id_expiration_ms
 
     # -- startup and shutdown -------------------------------------------------------------
 
@@ -119,6 +127,7 @@ class LogManager:
                     # no checkpoint: recover every segment, as Kafka (recovery point 0)
                     recovery_point=recovery_points.get(tp, 0),
                     log_start_offset=start_offsets.get(tp),
+                    producer_id_expiration_ms=self.producer_id_expiration_ms,
                 )
                 self._logs[tp].inline_flush = self._inline_flush
                 self._log_dir_of[tp] = log_dir
@@ -186,6 +195,7 @@ class LogManager:
             recover=bool(existing) and log_dir in self._unclean_dirs,
             now_ms=now_ms,
             recovery_point=self._checkpointed_recovery_points.get(tp, 0),
+            producer_id_expiration_ms=self.producer_id_expiration_ms,
         )
         log.inline_flush = self._inline_flush
         self._logs[tp] = log
@@ -246,6 +256,7 @@ class LogManager:
         for log in self.retained_logs().values():
             if not log.is_closed:
                 removed.extend(log.remove_old_segments(now_ms))
+                log.remove_expired_producers(now_ms)  # producer.id.expiration.ms
         return removed
 
     def checkpoint(self) -> None:

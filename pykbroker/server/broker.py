@@ -111,7 +111,11 @@ class BrokerServer:
         config = self.config
         self.cluster_id = ensure_formatted(config.log_dirs, config.node_id)
         log_config_for = log_config_factory(config)
-        log_manager = LogManager(list(config.log_dirs), log_config_for({}))
+        log_manager = LogManager(
+            list(config.log_dirs),
+            log_config_for({}),
+            producer_id_expiration_ms=config.producer_id_expiration_ms,
+        )
         await trio.to_thread.run_sync(log_manager.startup, wall_clock_ms())
         metadata_log = MetadataLog(
             log_manager.get_or_create_log(METADATA_TOPIC, 0, METADATA_LOG_CONFIG, wall_clock_ms())

@@ -427,3 +427,32 @@ async def test_simple_consumer_offsets_reload_as_an_empty_group(
         response = await join(second, "a")
         assert response["error_code"] == OK
         nursery.cancel_scope.cancel()
+
+
+async def test_leave_is_answered_once_the_empty_group_is_written(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """As Kafka: a clean LeaveGroup is durable when answered (a crash right after it must not
+    bring the member back)."""
+    log = MemoryLog()
+    coordinator = make(log, group_initial_rebalance_delay_ms=0)
+    await nursery.start(coordinator.run)
+    responses, _ = await form_group(coordinator, "a")
+    a = responses["a"]["member_id"]
+
+    async def slow_append(partition: int, records: Any) -> None:
+        await trio.sleep(5)
+        log.partitions.setdefault(partition, []).extend(records)
+
+    log.append = slow_append  # type: ignore[method-assign]
+    before = trio.current_time()
+    response = await coordinator.leave_group({"group_id": "g", "member_id": a}, 1)
+    assert response["error_code"] == OK
+    assert trio.current_time() - before >= 5
+    again = make(log)
+    async with trio.open_nursery() as inner:
+        await inner.start(again.run)
+        group = again.groups.group("g")
+        assert group is not None
+        assert group.size() == 0
+        inner.cancel_scope.cancel()

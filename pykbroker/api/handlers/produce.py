@@ -5,7 +5,10 @@ level — magic, lengths, CRC-32C, size against ``max.message.bytes`` — given 
 patching the batch header, and appended to the partition's log as bytes; records are never
 decoded one by one. Errors are per partition: UNKNOWN_TOPIC_OR_PARTITION (UNKNOWN_TOPIC_ID at
 v13), NOT_LEADER_OR_FOLLOWER, CORRUPT_MESSAGE, MESSAGE_TOO_LARGE,
-UNSUPPORTED_FOR_MESSAGE_FORMAT, INVALID_REQUIRED_ACKS, INVALID_RECORD. With acks=0 no response
+UNSUPPORTED_FOR_MESSAGE_FORMAT, INVALID_REQUIRED_ACKS, INVALID_RECORD, and for idempotent
+batches (a producer id) OUT_OF_ORDER_SEQUENCE_NUMBER and INVALID_PRODUCER_EPOCH; a retry of one
+of the producer's last five batches is answered NO_ERROR with the original base offset and not
+appended again (``log/producer_state.py``, Kafka's ProducerStateManager). With acks=0 no response
 is sent, as Kafka does (the client does not read one). Before answering, the request waits for
 the fsync the topic's flush policy asks for (``flush.messages``/``flush.ms``; ``flush.messages=1``
 is strict mode), shared with concurrent producers.
@@ -15,7 +18,7 @@ v10 current leader and node endpoints (KIP-951, sent only on NOT_LEADER_OR_FOLLO
 topic ids instead of names (KIP-516).
 
 Not implemented yet: transactional produce checks (transactional ids are accepted and the
-batches appended as they are), idempotent sequence de-duplication.
+batches appended as they are; KIP-890 verification).
 """
 
 from __future__ import annotations
