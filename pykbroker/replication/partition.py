@@ -49,8 +49,13 @@ class Partition:
 
     @property
     def last_stable_offset(self) -> int:
-        """No open transactions are tracked yet, so the LSO is the high watermark."""
-        return self.log.high_watermark
+        """Kafka's LSO: the first offset of the oldest open transaction (from the log's
+        producer state) when that is below the high watermark, else the high watermark."""
+        high_watermark = self.log.high_watermark
+        first_unstable = self.log.producer_state.first_unstable_offset()
+        if first_unstable is not None and first_unstable < high_watermark:
+            return first_unstable
+        return high_watermark
 
     def append_as_leader(self, records: bytes | memoryview, now_ms: int) -> LogAppendInfo:
         info = self.log.append_as_leader(records, self.leader_epoch, now_ms)
