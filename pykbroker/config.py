@@ -210,6 +210,9 @@ class BrokerConfig:
     offsets_topic_num_partitions: int = 50
     offsets_topic_replication_factor: int = 1
     offset_metadata_max_bytes: int = 4096
+    transaction_state_log_num_partitions: int = 50
+    transaction_max_timeout_ms: int = 900_000
+    transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10_000
     controller_quorum_voters: tuple[QuorumVoter, ...] = ()
     controller_quorum_bootstrap_servers: tuple[str, ...] = ()
     controller_listener_names: tuple[str, ...] = ("CONTROLLER",)
@@ -262,6 +265,7 @@ class BrokerConfig:
         values["extra"] = {k: v for k, v in props.items() if k not in _PARSERS}
         config = cls(**values)
         config._check()
+        _check_group_settings(props)
         return config, unknown
 
     @property
@@ -339,6 +343,9 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "group.max.session.timeout.ms": _int(0, 2**31 - 1),
     "group.max.size": _int(1, 2**31 - 1),
     "offsets.topic.num.partitions": _int(1, 100_000),
+    "transaction.state.log.num.partitions": _int(1, 100_000),
+    "transaction.max.timeout.ms": _int(1),
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": _int(1),
     "offsets.topic.replication.factor": _int(1, 32767),
     "offset.metadata.max.bytes": _int(0, 2**31 - 1),
     "connections.max.idle.ms": _int(-1),
@@ -376,12 +383,32 @@ _ACCEPTED = frozenset(
         "transaction.state.log.replication.factor",
         "transaction.state.log.min.isr",
         "log.cleaner.threads",
+        "offsets.retention.minutes",
+        "offsets.retention.check.interval.ms",
+        "group.consumer.session.timeout.ms",
+        "group.consumer.heartbeat.interval.ms",
+        "group.consumer.max.size",
+        "group.consumer.assignors",
         "log.cleaner.io.max.bytes.per.second",
         "log.cleaner.io.buffer.size",
         "log.segment.delete.delay.ms",
         "min.insync.replicas",
     }
 )
+
+
+def _check_group_settings(props: Mapping[str, str]) -> None:
+    """The group coordinator's own keys (offsets.retention.*, group.consumer.*) are parsed by
+    it; check them here so a bad value stops the broker before anything is written."""
+    from pykbroker.coordinator.group.config import (
+        GroupCoordinatorConfig,
+        settings_from_properties,
+    )
+
+    try:
+        GroupCoordinatorConfig(**settings_from_properties(props))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def read_properties(path: Path) -> dict[str, str]:

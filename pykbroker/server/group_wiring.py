@@ -125,4 +125,5 @@ def build_group_coordinator(
         group_max_session_timeout_ms=config.group_max_session_timeout_ms,
         group_max_size=config.group_max_size,
         offset_metadata_max_bytes=config.offset_metadata_max_bytes,
+        properties=config.extra,
     )

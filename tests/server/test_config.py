@@ -68,3 +68,13 @@ def test_properties_file_with_comments_and_continuations(tmp_path: Path) -> None
         "listeners": "PLAINTEXT://127.0.0.1:1234",
         "log.dirs": "/data",
     }
+
+
+def test_group_coordinator_keys_are_accepted_and_checked() -> None:
+    config, unknown = BrokerConfig.from_properties(
+        {"offsets.retention.minutes": "5", "group.consumer.assignors": "range"}
+    )
+    assert unknown == []
+    assert config.extra["offsets.retention.minutes"] == "5"
+    with pytest.raises(ConfigError, match=r"offsets\.retention\.minutes"):
+        BrokerConfig.from_properties({"offsets.retention.minutes": "0"})
