@@ -13,14 +13,14 @@ from collections.abc import Iterator, Sequence
 
 from pykbroker.api.protocol.codec import CodecError
 from pykbroker.log.log import Log
-from pykbroker.log.record_batch import Record, build_batch, decode_records, iter_batch_headers
+from pykbroker.log.log_reader import iter_records
+from pykbroker.log.record_batch import Record, build_batch
 
 from .records import MetadataRecord, deserialize, serialize
 
 log = logging.getLogger(__name__)
 
 METADATA_TOPIC = "__cluster_metadata"
-_READ_CHUNK = 1 << 20
 
 
 class MetadataLog:
@@ -45,26 +45,13 @@ class MetadataLog:
     def replay(self) -> Iterator[tuple[int, MetadataRecord]]:
         """Every record, oldest first, with its offset; undecodable records are skipped
         with a log line (a newer pykbroker may write record types this one cannot read)."""
-        offset = self.log.log_start_offset
-        end = self.log.log_end_offset
-        while offset < end:
-            chunk = self.log.read(offset, _READ_CHUNK, min_one_message=True)
-            if not chunk:
-                break
-            next_offset = offset
-            for position, header in iter_batch_headers(chunk):
-                batch = chunk[position : position + header.size_in_bytes]
-                for rec in decode_records(batch):
-                    if rec.offset < offset or rec.value is None:
-                        continue
-                    try:
-                        yield rec.offset, deserialize(rec.value)
-                    except CodecError as exc:
-                        log.warning("skipping metadata record at offset %d: %s", rec.offset, exc)
-                next_offset = header.next_offset
-            if next_offset <= offset:
-                break
-            offset = next_offset
+        for rec in iter_records(self.log):
+            if rec.value is None:
+                continue
+            try:
+                yield rec.offset, deserialize(rec.value)
+            except CodecError as exc:
+                log.warning("skipping metadata record at offset %d: %s", rec.offset, exc)
 
     def flush(self) -> None:
         self.log.flush()

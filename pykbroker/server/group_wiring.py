@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.clock import wall_clock_ms
-from pykbroker.log.record_batch import Record, build_batch, decode_records, iter_batch_headers
+from pykbroker.log.log_reader import iter_records
+from pykbroker.log.record_batch import Record, build_batch
 from pykbroker.metadata.controller import CreateTopicRequest, QuorumController
 from pykbroker.replication.replica_manager import ReplicaManager
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
     from .broker import BrokerServer
 
 OFFSETS_TOPIC = "__consumer_offsets"
-_READ_CHUNK = 1 << 20
 
 
 class OffsetsTopicLog:
@@ -83,25 +83,10 @@ class OffsetsTopicLog:
 
 
 def _read_all(plog: Any) -> Iterator[tuple[bytes, bytes | None]]:
-    offset = plog.log_start_offset
-    end = plog.log_end_offset
-    while offset < end:
-        chunk = plog.read(offset, _READ_CHUNK, min_one_message=True)
-        if not chunk:
-            return
-        next_offset = offset
-        for position, header in iter_batch_headers(chunk):
-            if header.is_control:
-                next_offset = header.next_offset
-                continue
-            batch = chunk[position : position + header.size_in_bytes]
-            for rec in decode_records(batch):
-                if rec.offset >= offset and rec.key is not None:
-                    yield rec.key, rec.value
-            next_offset = header.next_offset
-        if next_offset <= offset:
-            return
-        offset = next_offset
+    """Every keyed record of a coordinator partition's log, oldest first."""
+    for record in iter_records(plog):
+        if record.key is not None:
+            yield record.key, record.value
 
 
 def build_group_coordinator(
