@@ -1,0 +1,558 @@
+"""KafkaReplicatedLog: the KRaft ``ReplicatedLog`` on pykbroker's on-disk ``Log``.
+
+Mirrors Kafka's ``KafkaMetadataLog`` (over ``UnifiedLog``) with its ``LeaderEpochFileCache``
+(``LeaderEpochCheckpointFile``) and its snapshot files (``Snapshots`` / ``FileRawSnapshotWriter``)
+for the ``__cluster_metadata-0`` partition directory:
+
+* records are v2 record batches whose partitionLeaderEpoch is the raft epoch; control batches
+  (LeaderChangeMessage, ...) have the control bit and the key ``control_record_key(type)``;
+* the leader epoch cache (``epoch -> start offset``) is kept in memory and persisted as
+  ``leader-epoch-checkpoint`` (Kafka's text format: version ``0``, the count, then
+  ``epoch start_offset`` lines), written atomically on ``flush``, on truncation and on snapshot
+  installation; on open it is loaded, entries at or past the log end are dropped and the tail
+  from its last entry is rebuilt from batch headers (all of it if the file is missing or bad);
+* snapshots are ``<end_offset:020d>-<epoch:010d>.checkpoint`` files in the partition
+  directory, written as ``.checkpoint.part`` + fsync + rename + directory fsync.
+
+On open (Kafka's ``recoverSnapshots`` + ``truncateToLatestSnapshot``): partial snapshots are
+deleted; the log start offset, which is not checkpointed (as in Kafka's metadata log), is
+restored from where the epoch checkpoint was trimmed by ``delete_before_snapshot``; if the
+latest snapshot is past the log end or its epoch does not match the log, the log is truncated
+fully to start at it; snapshots below the log start are deleted. So ``log_start_offset`` is
+always 0 or the end offset of a held snapshot (else ``InconsistentSnapshotStateError``). A log
+start move not yet flushed may be forgotten by a crash (the records stay), as with MemoryLog.
+When the log becomes empty above 0 (snapshot of all of it, truncation to the log start) it is
+restarted as one empty segment at that offset, so a reopen starts there too.
+
+Durability: appends, truncations and log start moves reach the page cache at once and are
+durable after ``flush()`` (the driver calls it for ``RaftOutput.flush_log``); snapshot files are
+durable when ``create_snapshot``/``install_snapshot`` return. Not thread-safe: use it from the
+trio thread (``flush`` fsyncs inline).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from pykbroker.api.protocol.errors import KafkaError
+from pykbroker.clock import wall_clock_ms
+from pykbroker.log.log import Log
+from pykbroker.log.log_config import LogConfig
+from pykbroker.log.record_batch import (
+    AppendOrigin,
+    BatchHeader,
+    Record,
+    build_batch,
+    iter_batch_headers,
+    validate_batches,
+)
+from pykbroker.raft.log import (
+    ControlRecordType,
+    LogAppendError,
+    LogAppendInfo,
+    control_record_key,
+)
+from pykbroker.raft.messages import OffsetAndEpoch, SnapshotId
+
+__all__ = [
+    "LEADER_EPOCH_CHECKPOINT_FILE",
+    "METADATA_PARTITION_DIR",
+    "RAFT_LOG_CONFIG",
+    "InconsistentSnapshotStateError",
+    "KafkaReplicatedLog",
+    "read_leader_epoch_checkpoint",
+    "snapshot_file_name",
+    "write_leader_epoch_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+METADATA_PARTITION_DIR = "__cluster_metadata-0"
+LEADER_EPOCH_CHECKPOINT_FILE = "leader-epoch-checkpoint"
+SNAPSHOT_SUFFIX = ".checkpoint"
+PARTIAL_SUFFIX = ".part"
+DELETED_SUFFIX = ".deleted"
+_SNAPSHOT_NAME = re.compile(r"^(\d{20})-(\d{10})\.checkpoint$")
+_CHECKPOINT_VERSION = 0
+_SCAN_BYTES = 1 << 20
+
+#: The metadata log never expires by time or size: only snapshots clean it (KIP-630).
+RAFT_LOG_CONFIG = LogConfig.from_properties(
+    {"segment.bytes": str(64 * 1024 * 1024), "retention.ms": "-1", "retention.bytes": "-1"}
+)
+
+
+# --- small durable-file helpers ------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_file_atomically(path: Path, data: bytes, tmp_suffix: str = ".tmp") -> None:
+    """Replace ``path`` with ``data``: write ``path + tmp_suffix``, fsync, rename, fsync dir."""
+    tmp = path.with_name(path.name + tmp_suffix)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def write_leader_epoch_checkpoint(path: Path, entries: Sequence[tuple[int, int]]) -> None:
+    """Kafka's ``LeaderEpochCheckpointFile.write``: ``0``, count, ``epoch start_offset`` lines."""
+    lines = [str(_CHECKPOINT_VERSION), str(len(entries))]
+    lines.extend(f"{epoch} {start}" for epoch, start in entries)
+    write_file_atomically(path, ("\n".join(lines) + "\n").encode())
+
+
+def read_leader_epoch_checkpoint(path: Path) -> list[tuple[int, int]] | None:
+    """The ``(epoch, start_offset)`` entries of ``path``; None if missing or malformed."""
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return None
+    try:
+        if len(lines) < 2 or int(lines[0]) != _CHECKPOINT_VERSION:
+            raise ValueError("bad version or count line")
+        count = int(lines[1])
+        if count != len(lines) - 2:
+            raise ValueError(f"expected {count} entries, found {len(lines) - 2}")
+        entries: list[tuple[int, int]] = []
+        for line in lines[2:]:
+            epoch_text, offset_text = line.split()
+            entries.append((int(epoch_text), int(offset_text)))
+    except ValueError as exc:
+        logger.warning("ignoring malformed leader epoch checkpoint %s: %s", path, exc)
+        return None
+    for (e1, o1), (e2, o2) in itertools.pairwise(entries):
+        if e2 <= e1 or o2 < o1:
+            logger.warning("ignoring leader epoch checkpoint %s: entries out of order", path)
+            return None
+    return entries
+
+
+def snapshot_file_name(snapshot_id: SnapshotId) -> str:
+    """Kafka's ``Snapshots.filenameFromSnapshotId`` + ``.checkpoint``."""
+    return f"{snapshot_id.offset:020d}-{snapshot_id.epoch:010d}{SNAPSHOT_SUFFIX}"
+
+
+class InconsistentSnapshotStateError(RuntimeError):
+    """The log starts above 0 but no snapshot covers what it lost (Kafka's
+    ``IllegalStateException("Inconsistent snapshot state")``)."""
+
+
+# --- the log --------------------------------------------------------------------------------
+
+
+class KafkaReplicatedLog:
+    """``ReplicatedLog`` over a ``Log`` directory (Kafka's ``KafkaMetadataLog``); see the module
+    docstring. Build it with ``open``."""
+
+    def __init__(self, log: Log, clock: Callable[[], int] = wall_clock_ms) -> None:
+        self._log = log
+        self._dir = log.dir
+        self._clock = clock
+        self._checkpoint_path = self._dir / LEADER_EPOCH_CHECKPOINT_FILE
+        self._epochs: list[tuple[int, int]] = []  # (epoch, start_offset), ascending
+        self._epochs_dirty = False
+        self._snapshots: set[SnapshotId] = set()
+        try:
+            self._recover_snapshot_files()
+            self._load_epoch_cache()
+            self._settle_log_start()
+        except BaseException:
+            log.close()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        partition_dir: Path,
+        *,
+        config: LogConfig = RAFT_LOG_CONFIG,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> KafkaReplicatedLog:
+        """Load (or create) ``partition_dir`` (``<metadata.log.dir>/__cluster_metadata-0``),
+        recovering every segment (a torn tail is cut off, as after a crash)."""
+        log = Log.open(partition_dir, config, recover=True, recovery_point=0, now_ms=clock())
+        return cls(log, clock)
+
+    # --- start-up ------------------------------------------------------------------------
+
+    def _recover_snapshot_files(self) -> None:
+        """Kafka's ``recoverSnapshots``: drop partial/deleted files, remember the rest."""
+        for entry in os.scandir(self._dir):
+            name = entry.name
+            if not name.endswith(
+                (SNAPSHOT_SUFFIX + PARTIAL_SUFFIX, SNAPSHOT_SUFFIX + DELETED_SUFFIX)
+            ):
+                match = _SNAPSHOT_NAME.match(name)
+                if match is not None:
+                    self._snapshots.add(SnapshotId(int(match[1]), int(match[2])))
+                continue
+            Path(entry.path).unlink(missing_ok=True)
+
+    def _load_epoch_cache(self) -> None:
+        """Load ``leader-epoch-checkpoint``, drop what the log no longer holds, and rebuild the
+        tail (or all of it) from the batch headers."""
+        log = self._log
+        loaded = read_leader_epoch_checkpoint(self._checkpoint_path)
+        entries = [e for e in (loaded or []) if e[1] < log.log_end_offset]
+        if loaded is None or not entries:
+            entries = []
+            scan_from = log.log_start_offset
+        else:
+            scan_from = max(entries[-1][1], log.log_start_offset)
+        self._epochs = entries
+        for header in self._headers(scan_from):
+            self._assign(header.partition_leader_epoch, header.base_offset)
+        self._trim_epochs_to_start(log.log_start_offset)
+        if loaded != self._epochs:
+            self._write_epoch_checkpoint()
+
+    def _settle_log_start(self) -> None:
+        """Restore the log start offset and apply Kafka's ``truncateToLatestSnapshot``.
+
+        The log start offset is not checkpointed (as in Kafka's metadata log): ``Log`` opens at
+        its first segment's base offset. An epoch cache that starts later was trimmed there by
+        ``delete_before_snapshot``, so the log starts at that snapshot again. Then, if the
+        latest snapshot is past the log or disagrees with its epochs (a follower crashed while
+        installing it), the log is truncated fully to start at it. A log that starts above 0
+        without a snapshot there moves up to the first snapshot it holds, or is refused."""
+        log = self._log
+        known = self._epochs[0][1] if self._epochs else log.log_end_offset
+        if known > log.log_start_offset and any(s.offset == known for s in self._snapshots):
+            self._move_log_start(known)
+        latest = self.latest_snapshot_id
+        if latest is not None and latest.offset > log.log_start_offset and not self._holds(latest):
+            self._truncate_fully_and_start_at(latest.offset)
+        elif log.log_start_offset > 0 and self.earliest_snapshot_id is None:
+            held = sorted(
+                s.offset
+                for s in self._snapshots
+                if s.offset > log.log_start_offset and self._holds(s)
+            )
+            if not held:
+                raise InconsistentSnapshotStateError(
+                    f"inconsistent snapshot state in {self._dir}: the log starts at "
+                    f"{log.log_start_offset} but no snapshot ends there"
+                )
+            self._move_log_start(held[0])
+        self._delete_snapshots_below(log.log_start_offset)
+        if self._epochs_dirty:
+            self._write_epoch_checkpoint()
+
+    # --- ReplicatedLog: offsets and epochs -------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log.log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._log.log_end_offset
+
+    @property
+    def last_fetched_epoch(self) -> int:
+        if self.log_end_offset > self.log_start_offset and self._epochs:
+            return self._epochs[-1][0]
+        earliest = self.earliest_snapshot_id
+        return earliest.epoch if earliest is not None else 0
+
+    def end_offset_for_epoch(self, epoch: int) -> OffsetAndEpoch:
+        """Kafka's ``LeaderEpochFileCache.endOffsetFor`` as ``KafkaMetadataLog`` answers it."""
+        epochs = self._epochs
+        earliest = self.earliest_snapshot_id
+        if not epochs:
+            if earliest is not None:
+                return earliest
+            return OffsetAndEpoch(self.log_end_offset, self.last_fetched_epoch)
+        if epoch >= epochs[-1][0]:
+            return OffsetAndEpoch(self.log_end_offset, epochs[-1][0])
+        index = len(epochs) - 1
+        while index >= 0 and epochs[index][0] > epoch:
+            index -= 1
+        if index < 0:
+            if earliest is not None and epochs[0][1] == earliest.offset:
+                return earliest
+            return OffsetAndEpoch(epochs[0][1], epoch)
+        return OffsetAndEpoch(epochs[index + 1][1], epochs[index][0])
+
+    def epoch_entries(self) -> list[tuple[int, int]]:
+        """The leader epoch cache, ``(epoch, start_offset)`` ascending (inspection)."""
+        return list(self._epochs)
+
+    # --- ReplicatedLog: appends, reads, truncation -----------------------------------------
+
+    def append_as_leader(
+        self,
+        records: Sequence[bytes],
+        epoch: int,
+        control_type: ControlRecordType | None = None,
+    ) -> LogAppendInfo:
+        if not records:
+            raise LogAppendError("empty batch")
+        if self._epochs and epoch < self._epochs[-1][0]:
+            raise LogAppendError(f"epoch {epoch} below the last epoch {self._epochs[-1][0]}")
+        now_ms = self._clock()
+        key = None if control_type is None else control_record_key(control_type)
+        batch = build_batch(
+            [Record(key=key, value=value, timestamp=now_ms) for value in records],
+            partition_leader_epoch=epoch,
+            is_control=control_type is not None,
+        )
+        try:
+            info = self._log.append_as_leader(batch, epoch, now_ms, origin=AppendOrigin.RAFT_LEADER)
+        except KafkaError as exc:
+            raise LogAppendError(str(exc)) from exc
+        self._assign(epoch, info.first_offset)
+        return LogAppendInfo(info.first_offset, info.last_offset)
+
+    def append_as_follower(self, records: bytes, epoch: int) -> LogAppendInfo:
+        try:
+            headers = validate_batches(
+                records, self._log.config.max_message_bytes, origin=AppendOrigin.REPLICATION
+            )
+        except KafkaError as exc:
+            raise LogAppendError(str(exc)) from exc
+        if not headers:
+            raise LogAppendError("no batches")
+        expected = self.log_end_offset
+        last_epoch = self._epochs[-1][0] if self._epochs else -1
+        for header in headers:
+            batch_epoch = header.partition_leader_epoch
+            if header.base_offset != expected:
+                raise LogAppendError(f"batch at {header.base_offset}, log end offset {expected}")
+            if batch_epoch > epoch or batch_epoch < last_epoch:
+                raise LogAppendError(f"batch epoch {batch_epoch} out of order (epoch {epoch})")
+            expected = header.next_offset
+            last_epoch = batch_epoch
+        try:
+            self._log.append_as_follower(records, self._clock())
+        except KafkaError as exc:
+            raise LogAppendError(str(exc)) from exc
+        for header in headers:
+            self._assign(header.partition_leader_epoch, header.base_offset)
+        return LogAppendInfo(headers[0].base_offset, headers[-1].last_offset)
+
+    def read(self, start_offset: int, max_bytes: int) -> bytes:
+        if start_offset == self.log_end_offset:
+            return b""
+        if not self.log_start_offset <= start_offset < self.log_end_offset:
+            raise ValueError(
+                f"offset {start_offset} outside [{self.log_start_offset}, {self.log_end_offset}]"
+            )
+        data = self._log.read(start_offset, max_bytes)
+        first = next(iter_batch_headers(data), None)
+        if first is None or first[1].base_offset != start_offset:
+            raise ValueError(f"offset {start_offset} is not a batch boundary")
+        return data
+
+    def truncate_to(self, offset: int) -> None:
+        if offset >= self.log_end_offset:
+            return
+        if offset < self.log_start_offset:
+            raise ValueError(f"truncation to {offset} below log start {self.log_start_offset}")
+        if not self._is_boundary(offset):
+            raise ValueError(f"truncation offset {offset} is not a batch boundary")
+        if offset == self.log_start_offset:
+            self._log.truncate_fully_and_start_at(offset)  # empty: reopen must start here
+        else:
+            self._log.truncate_to(offset)
+        while self._epochs and self._epochs[-1][1] >= offset:
+            self._epochs.pop()
+        self._write_epoch_checkpoint()  # as Kafka's truncateFromEnd: never a stale tail
+
+    # --- ReplicatedLog: snapshots ----------------------------------------------------------
+
+    @property
+    def earliest_snapshot_id(self) -> SnapshotId | None:
+        start = self.log_start_offset
+        if start == 0:
+            return None
+        at_start = [s for s in self._snapshots if s.offset == start]
+        return max(at_start, key=lambda s: s.epoch) if at_start else None
+
+    @property
+    def latest_snapshot_id(self) -> SnapshotId | None:
+        if not self._snapshots:
+            return None
+        return max(self._snapshots, key=lambda s: (s.offset, s.epoch))
+
+    def snapshot_path(self, snapshot_id: SnapshotId) -> Path:
+        return self._dir / snapshot_file_name(snapshot_id)
+
+    def read_snapshot(self, snapshot_id: SnapshotId) -> bytes | None:
+        if snapshot_id not in self._snapshots:
+            return None
+        try:
+            return self.snapshot_path(snapshot_id).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def create_snapshot(self, snapshot_id: SnapshotId, data: bytes) -> None:
+        start, end = self.log_start_offset, self.log_end_offset
+        if snapshot_id.offset > end or snapshot_id.offset < start:
+            raise ValueError(f"snapshot {snapshot_id} outside the log")
+        if snapshot_id.offset > start:
+            if not self._is_boundary(snapshot_id.offset):
+                raise ValueError(f"snapshot {snapshot_id} not at a batch boundary")
+            if self._epoch_at(snapshot_id.offset - 1) != snapshot_id.epoch:
+                raise ValueError(f"snapshot {snapshot_id} epoch does not match the log")
+        self._write_snapshot(snapshot_id, data)
+
+    def delete_before_snapshot(self, snapshot_id: SnapshotId) -> None:
+        if snapshot_id not in self._snapshots:
+            raise ValueError(f"unknown snapshot {snapshot_id}")
+        if snapshot_id.offset <= self.log_start_offset:
+            return
+        self._move_log_start(snapshot_id.offset)
+        self._delete_snapshots_below(snapshot_id.offset)
+
+    def install_snapshot(self, snapshot_id: SnapshotId, data: bytes) -> None:
+        self._write_snapshot(snapshot_id, data)
+        self._truncate_fully_and_start_at(snapshot_id.offset)
+        self._delete_snapshots_below(snapshot_id.offset)
+
+    # --- durability and lifecycle (the driver's side) --------------------------------------
+
+    @property
+    def log(self) -> Log:
+        """The underlying partition log (readers such as ``MetadataLog.replay`` use it)."""
+        return self._log
+
+    @property
+    def high_watermark(self) -> int:
+        return self._log.high_watermark
+
+    @high_watermark.setter
+    def high_watermark(self, offset: int) -> None:
+        """Publish the raft high watermark to readers of the ``Log`` (the driver does, from
+        ``RaftOutput.high_watermark``; after ``open`` it is the log start offset)."""
+        self._log.high_watermark = offset
+
+    def flush(self) -> None:
+        """fsync the segments, then the epoch checkpoint if it changed (``flush_log``)."""
+        self._log.flush(self._clock())
+        if self._epochs_dirty:
+            self._write_epoch_checkpoint()
+
+    def close(self) -> None:
+        if self._log.is_closed:
+            return
+        self.flush()
+        self._log.close()
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _headers(self, start_offset: int) -> Iterator[BatchHeader]:
+        """Every batch header from the batch at ``start_offset`` to the log end."""
+        log = self._log
+        offset = start_offset
+        while offset < log.log_end_offset:
+            data = log.read(offset, _SCAN_BYTES)
+            last: BatchHeader | None = None
+            for _, header in iter_batch_headers(data):
+                last = header
+                yield header
+            if last is None:
+                return
+            offset = last.next_offset
+
+    def _is_boundary(self, offset: int) -> bool:
+        """``offset`` is where a batch starts, or the log end offset."""
+        if offset == self.log_end_offset:
+            return True
+        if not self.log_start_offset <= offset < self.log_end_offset:
+            return False
+        first = next(iter_batch_headers(self._log.read(offset, 1)), None)
+        return first is not None and first[1].base_offset == offset
+
+    def _epoch_at(self, offset: int) -> int:
+        """Epoch of the record at ``offset`` (inside the log), from the epoch cache."""
+        index = bisect.bisect_right([s for _, s in self._epochs], offset) - 1
+        return self._epochs[index][0] if index >= 0 else -1
+
+    def _holds(self, snapshot_id: SnapshotId) -> bool:
+        """The log contains every record the snapshot covers, ending in the snapshot's epoch."""
+        if snapshot_id.offset > self.log_end_offset or snapshot_id.offset <= self.log_start_offset:
+            return False
+        return self._is_boundary(snapshot_id.offset) and (
+            self._epoch_at(snapshot_id.offset - 1) == snapshot_id.epoch
+        )
+
+    def _assign(self, epoch: int, start_offset: int) -> None:
+        """Kafka's ``LeaderEpochFileCache.assign``: a new epoch starting at ``start_offset``
+        replaces every entry it contradicts."""
+        if self._epochs and self._epochs[-1][0] == epoch and self._epochs[-1][1] <= start_offset:
+            return
+        while self._epochs and (
+            self._epochs[-1][0] >= epoch or self._epochs[-1][1] >= start_offset
+        ):
+            self._epochs.pop()
+        self._epochs.append((epoch, start_offset))
+        self._epochs_dirty = True
+
+    def _trim_epochs_to_start(self, new_start: int) -> None:
+        """Kafka's ``truncateFromStart``: entries below ``new_start`` go, the last one moved to
+        ``new_start`` while the log still holds records."""
+        floor = [e for e in self._epochs if e[1] < new_start]
+        rest = [e for e in self._epochs if e[1] >= new_start]
+        if floor and self.log_end_offset > new_start and (not rest or rest[0][1] > new_start):
+            rest.insert(0, (floor[-1][0], new_start))
+        if rest != self._epochs:
+            self._epochs = rest
+            self._epochs_dirty = True
+
+    def _move_log_start(self, offset: int) -> None:
+        """Raise the log start offset to a snapshot's end (whole segments below go). A snapshot
+        of the whole log restarts it empty at ``offset`` so a reopen finds its start there."""
+        log = self._log
+        if offset >= log.log_end_offset:
+            log.truncate_fully_and_start_at(offset)
+            self._trim_epochs_to_start(offset)
+            return
+        log.high_watermark = max(log.high_watermark, offset)
+        log.maybe_increment_log_start_offset(offset)
+        log.delete_old_segments(self._clock())
+        self._trim_epochs_to_start(offset)
+
+    def _truncate_fully_and_start_at(self, offset: int) -> None:
+        self._log.truncate_fully_and_start_at(offset)
+        self._epochs = []
+        self._write_epoch_checkpoint()
+
+    def _write_snapshot(self, snapshot_id: SnapshotId, data: bytes) -> None:
+        write_file_atomically(self.snapshot_path(snapshot_id), bytes(data), PARTIAL_SUFFIX)
+        self._snapshots.add(snapshot_id)
+
+    def _delete_snapshots_below(self, offset: int) -> None:
+        for old in [s for s in self._snapshots if s.offset < offset]:
+            self._snapshots.discard(old)
+            self.snapshot_path(old).unlink(missing_ok=True)
+
+    def _write_epoch_checkpoint(self) -> None:
+        write_leader_epoch_checkpoint(self._checkpoint_path, self._epochs)
+        self._epochs_dirty = False
+
+    def __repr__(self) -> str:
+        return (
+            f"KafkaReplicatedLog({self._dir}, log_start_offset={self.log_start_offset}, "
+            f"log_end_offset={self.log_end_offset}, epochs={self._epochs})"
+        )
