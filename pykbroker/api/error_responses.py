@@ -28,6 +28,8 @@ _MIRRORS: dict[int, list[tuple[str, str, dict[str, str]]]] = {
     19: [("topics", "topics", {"name": "name"})],
     20: [("topic_names", "responses", {"": "name"}), ("topics", "responses", {"name": "name"})],
     21: [("topics", "topics", {"name": "name"})],
+    24: [("v3_and_below_topics", "results_by_topic_v3_and_below", {"name": "name"})],
+    28: [("topics", "topics", {"name": "name"})],
     42: [("groups_names", "results", {"": "group_id"})],
 }
 
@@ -39,7 +41,11 @@ _PARTITIONS: dict[int, tuple[str, str, str, str]] = {
     8: ("partitions", "partitions", "partition_index", "partition_index"),
     9: ("partition_indexes", "partitions", "", "partition_index"),
     21: ("partitions", "partitions", "partition_index", "partition_index"),
+    24: ("partitions", "results_by_partition", "", "partition_index"),
+    28: ("partitions", "partitions", "partition_index", "partition_index"),
 }
+#: the partition error field, where it is not ``error_code``
+_PARTITION_ERROR_FIELD = {24: "partition_error_code"}
 
 
 def _has_field(fields: tuple[Field, ...], name: str, version: int) -> bool:
@@ -69,7 +75,7 @@ def error_response(
                 entry[target_list] = [
                     {
                         target_index: p if source_index == "" else p[source_index],
-                        "error_code": code,
+                        _PARTITION_ERROR_FIELD.get(api_key, "error_code"): code,
                     }
                     for p in item.get(source_list) or []
                 ]

@@ -12,6 +12,7 @@ import uuid
 
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.log.log import Log, LogAppendInfo, LogConfig
+from pykbroker.log.record_batch import AppendOrigin
 from pykbroker.metadata.image import PartitionRegistration
 
 
@@ -57,8 +58,14 @@ class Partition:
             return first_unstable
         return high_watermark
 
-    def append_as_leader(self, records: bytes | memoryview, now_ms: int) -> LogAppendInfo:
-        info = self.log.append_as_leader(records, self.leader_epoch, now_ms)
+    def append_as_leader(
+        self,
+        records: bytes | memoryview,
+        now_ms: int,
+        *,
+        origin: AppendOrigin = AppendOrigin.CLIENT,
+    ) -> LogAppendInfo:
+        info = self.log.append_as_leader(records, self.leader_epoch, now_ms, origin=origin)
         if self.isr == (self.leader_id,):
             self.log.high_watermark = self.log.log_end_offset
         return info

@@ -22,6 +22,7 @@ import trio
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.log.log import LogConfig
 from pykbroker.log.log_manager import LogManager
+from pykbroker.log.record_batch import AppendOrigin
 from pykbroker.metadata.image import MetadataImage
 
 from .partition import Partition
@@ -138,7 +139,11 @@ class ReplicaManager:
     # -- produce ------------------------------------------------------------------------------
 
     def append_records(
-        self, entries: Mapping[TopicPartition, bytes | memoryview | None], required_acks: int
+        self,
+        entries: Mapping[TopicPartition, bytes | memoryview | None],
+        required_acks: int,
+        *,
+        origin: AppendOrigin = AppendOrigin.CLIENT,
     ) -> dict[TopicPartition, ProducePartitionResult]:
         """Append to each leader partition; a failure of one partition does not affect others."""
         results: dict[TopicPartition, ProducePartitionResult] = {}
@@ -153,7 +158,7 @@ class ReplicaManager:
                 partition = self.leader_partition(*tp)
                 if records is None or len(records) == 0:
                     raise KafkaError(ErrorCode.INVALID_RECORD, "no records in the produce request")
-                info = partition.append_as_leader(records, now)
+                info = partition.append_as_leader(records, now, origin=origin)
             except KafkaError as exc:
                 result.error = exc.code
                 result.error_message = exc.message

@@ -38,6 +38,7 @@ from pykbroker.replication.replica_manager import ReplicaManager
 from .group_wiring import build_group_coordinator
 from .socket_server import ConnectionHandler
 from .storage import ensure_formatted
+from .txn_wiring import build_transaction_coordinator
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,12 @@ class BrokerServer:
         )
         group_coordinator = build_group_coordinator(self, controller, replica_manager)
         self._services["group_coordinator"] = group_coordinator
-        self._services["producer_id_manager"] = ProducerIdManager(controller)
+        producer_id_manager = ProducerIdManager(controller)
+        self._services["producer_id_manager"] = producer_id_manager
+        transaction_coordinator = build_transaction_coordinator(
+            self, controller, replica_manager, group_coordinator, producer_id_manager
+        )
+        self._services["transaction_coordinator"] = transaction_coordinator
 
         handler = ConnectionHandler(
             Dispatcher(self, trace=config.pykbroker_trace_requests),
@@ -174,6 +180,7 @@ class BrokerServer:
         async with trio.open_nursery() as background:
             await self._start_storage_tasks(background, log_manager)
             await background.start(group_coordinator.run)
+            await background.start(transaction_coordinator.run)
             listeners = await self._open_listeners()
             adv = self._advertised()
             await controller.register_broker(adv.host, adv.port, None)

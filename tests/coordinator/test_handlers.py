@@ -220,18 +220,28 @@ async def test_find_coordinator_every_version(broker: FakeBroker, version: int) 
         ]
 
 
+class _FakeTxnCoordinator:
+    def __init__(self, error: ErrorCode) -> None:
+        self.error = error
+
+    async def find_coordinator(self, transactional_id: str) -> ErrorCode:
+        return self.error
+
+
 @pytest.mark.parametrize("version", [1, 3, 4, 6])
-async def test_find_transaction_coordinator_is_not_available_yet(
-    broker: FakeBroker, version: int
+@pytest.mark.parametrize("error", [ErrorCode.NO_ERROR, ErrorCode.COORDINATOR_LOAD_IN_PROGRESS])
+async def test_find_transaction_coordinator(
+    broker: FakeBroker, version: int, error: ErrorCode
 ) -> None:
+    broker.services["transaction_coordinator"] = _FakeTxnCoordinator(error)
     request = {"key": "txn", "key_type": 1, "coordinator_keys": ["txn"]}
     response = await call(broker, find_coordinator, version, request)
-    errors = (
-        [response["error_code"]]
+    answers = (
+        [(response["error_code"], response["node_id"])]
         if version < 4
-        else [c["error_code"] for c in response["coordinators"]]
+        else [(c["error_code"], c["node_id"]) for c in response["coordinators"]]
     )
-    assert errors == [ErrorCode.COORDINATOR_NOT_AVAILABLE]
+    assert answers == [(error, 1 if error == ErrorCode.NO_ERROR else -1)]
 
 
 async def test_find_coordinator_unknown_key_type(broker: FakeBroker) -> None:

@@ -21,7 +21,7 @@ def _error_codes(value: Any) -> list[int]:
     found: list[int] = []
     if isinstance(value, dict):
         for key, item in value.items():
-            if key == "error_code":
+            if key.endswith("error_code"):  # partition_error_code too
                 found.append(item)
             else:
                 found.extend(_error_codes(item))

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import (
+    add_offsets_to_txn,
+    add_partitions_to_txn,
     api_versions,
     consumer_group_heartbeat,
     create_topics,
@@ -17,6 +19,7 @@ from . import (
     delete_records,
     delete_topics,
     describe_groups,
+    end_txn,
     fetch,
     find_coordinator,
     heartbeat,
@@ -31,9 +34,12 @@ from . import (
     offset_fetch,
     produce,
     sync_group,
+    txn_offset_commit,
 )
 
 _MODULES = [
+    add_offsets_to_txn,
+    add_partitions_to_txn,
     api_versions,
     consumer_group_heartbeat,
     create_topics,
@@ -41,6 +47,7 @@ _MODULES = [
     delete_records,
     delete_topics,
     describe_groups,
+    end_txn,
     fetch,
     find_coordinator,
     heartbeat,
@@ -55,6 +62,7 @@ _MODULES = [
     offset_fetch,
     produce,
     sync_group,
+    txn_offset_commit,
 ]
 
 HANDLERS: dict[int, Callable[[Any, dict[str, Any]], Awaitable[dict[str, Any] | None]]] = {

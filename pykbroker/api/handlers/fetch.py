@@ -15,6 +15,12 @@ v13+), NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH (v9+, 
 Per version: v5 log start offset, v7 sessions, v9 current leader epoch, v11 rack and
 preferred read replica (always -1: no follower fetching), v12 flexible, v13 topic ids, v15
 replica state (follower fetches are served by the replication layer, not here yet).
+
+read_committed (isolation_level 1) reads up to the last stable offset and answers
+``aborted_transactions``: the (producer id, first offset) of every aborted transaction
+overlapping the range read, from ``log.aborted_txns`` (an in-memory index rebuilt from the log),
+so the client drops aborted batches; control batches are returned as stored (clients skip
+them).
 """
 
 from __future__ import annotations
@@ -24,9 +30,29 @@ from typing import Any
 from pykbroker.api.context import RequestContext
 from pykbroker.api.protocol.api_keys import ApiKey
 from pykbroker.api.protocol.errors import ErrorCode
+from pykbroker.log import aborted_txns
 from pykbroker.replication.replica_manager import FetchPartitionRequest
 
 API_KEY = ApiKey.FETCH
+
+
+def _aborted(
+    replica_manager: Any, tp: tuple[str, int], isolation_level: int, fetch_offset: int, result: Any
+) -> list[dict[str, int]] | None:
+    """read_committed: the aborted transactions overlapping the records returned."""
+    if isolation_level == 0:
+        return None
+    if result.error != ErrorCode.NO_ERROR or not result.records:
+        return []
+    found = replica_manager.get_partition(*tp)
+    if found is None:
+        return []
+    return [
+        {"producer_id": t.producer_id, "first_offset": t.first_offset}
+        for t in aborted_txns.aborted_transactions(
+            found.log, fetch_offset, result.last_stable_offset
+        )
+    ]
 
 
 async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -41,6 +67,7 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
             "responses": [],
         }
     wanted: list[FetchPartitionRequest] = []
+    fetch_offsets: dict[tuple[str, int], int] = {}
     layout: list[tuple[dict[str, Any], list[tuple[int, tuple[str, int] | None]]]] = []
     for topic in request["topics"]:
         name = topic["topic"]
@@ -62,6 +89,7 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
                 )
             )
             parts.append((part["partition"], (name, part["partition"])))
+            fetch_offsets[(name, part["partition"])] = part["fetch_offset"]
         layout.append((topic, parts))
     results = await replica_manager.fetch_records(
         wanted,
@@ -92,7 +120,9 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
                     "high_watermark": result.high_watermark,
                     "last_stable_offset": result.last_stable_offset,
                     "log_start_offset": result.log_start_offset,
-                    "aborted_transactions": None if request["isolation_level"] == 0 else [],
+                    "aborted_transactions": _aborted(
+                        replica_manager, tp, request["isolation_level"], fetch_offsets[tp], result
+                    ),
                     "records": result.records,
                 }
             )

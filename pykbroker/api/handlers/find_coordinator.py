@@ -10,9 +10,12 @@ Per version: v1 key_type (KIP-98) and error_message, v2 same as v1, v3 flexible,
 ``coordinator_keys`` -> ``coordinators`` with per-key errors (KIP-699), v5 same as v4 (may
 return TRANSACTION_ABORTABLE for transactions), v6 key_type 2 share groups (KIP-932).
 
-Not implemented: transaction coordinators (key_type 1) and share coordinators (key_type 2)
-answer COORDINATOR_NOT_AVAILABLE for now; ACLs (GROUP_AUTHORIZATION_FAILED /
-TRANSACTIONAL_ID_AUTHORIZATION_FAILED); in a multi-broker cluster this still names the
+For a transactional id (key_type 1) the coordinator is the leader of its
+``__transaction_state`` partition (created on the first lookup), i.e. this broker.
+
+Not implemented: share coordinators (key_type 2) answer COORDINATOR_NOT_AVAILABLE; ACLs
+(GROUP_AUTHORIZATION_FAILED / TRANSACTIONAL_ID_AUTHORIZATION_FAILED); in a multi-broker
+cluster this still names the
 broker that was asked rather than the partition leader.
 """
 
@@ -34,6 +37,9 @@ SHARE_KEY_TYPE = 2
 _MESSAGES = {
     ErrorCode.NO_ERROR: "NONE",
     ErrorCode.COORDINATOR_NOT_AVAILABLE: "The coordinator is not available.",
+    ErrorCode.COORDINATOR_LOAD_IN_PROGRESS: (
+        "The coordinator is loading and hence can't process requests."
+    ),
     ErrorCode.INVALID_REQUEST: (
         "This most likely occurs because of a request being malformed by the client library "
         "or the message was sent to an incompatible broker. See the broker logs for more "
@@ -46,6 +52,9 @@ async def _lookup(ctx: RequestContext, key_type: int, key: str) -> tuple[ErrorCo
     """The error for one key, and whether this broker's endpoint is the answer."""
     if key_type == GROUP_KEY_TYPE:
         error, _partition = await ctx.broker.service("group_coordinator").find_coordinator(key)
+        return error, error == ErrorCode.NO_ERROR
+    if key_type == TRANSACTION_KEY_TYPE:
+        error = await ctx.broker.service("transaction_coordinator").find_coordinator(key)
         return error, error == ErrorCode.NO_ERROR
     return ErrorCode.COORDINATOR_NOT_AVAILABLE, False
 

@@ -1,0 +1,42 @@
+"""EndTxn (key 26), versions 0-5.
+
+Behaviour: commits or aborts the producer's transaction: PrepareCommit/PrepareAbort is
+persisted in ``__transaction_state``, a COMMIT/ABORT control batch is appended to every data
+partition of the transaction, held transactional offsets are committed to their groups (on
+commit), then CompleteCommit/CompleteAbort is persisted; the answer comes after all of it.
+A retry of a completed end answers NO_ERROR; an end of the other kind INVALID_TXN_STATE;
+an end while one is completing CONCURRENT_TRANSACTIONS. Errors also
+INVALID_PRODUCER_ID_MAPPING and PRODUCER_FENCED.
+
+Per version: v1-2 same as v0, v3 flexible, v4 TRANSACTION_ABORTABLE, v5 (KIP-890 part 2,
+transactions V2) answers the producer id and epoch; this broker does not finalize the
+``transaction.version`` feature, so clients stay on transactions V1 and the epoch is not bumped
+per transaction.
+
+Not implemented: ACLs; transactions V2.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pykbroker.api.context import RequestContext
+from pykbroker.api.protocol.api_keys import ApiKey
+
+API_KEY = ApiKey.END_TXN
+
+
+async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+    coordinator = ctx.broker.service("transaction_coordinator")
+    error = await coordinator.end_transaction(
+        request["transactional_id"],
+        request["producer_id"],
+        request["producer_epoch"],
+        request["committed"],
+    )
+    return {
+        "throttle_time_ms": 0,
+        "error_code": error,
+        "producer_id": request["producer_id"],
+        "producer_epoch": request["producer_epoch"],
+    }
