@@ -246,8 +246,10 @@ class BrokerServer:
     async def _open_listeners(self) -> list[trio.SocketListener]:
         opened: list[trio.SocketListener] = []
         for listener in self.config.listeners:
-            if listener.name == "CONTROLLER" and len(self.config.listeners) > 1:
-                continue
+            if listener.name in self.config.controller_listener_names and (
+                len(self.config.listeners) > 1
+            ):
+                continue  # the controller listener serves the KRaft quorum (not wired yet)
             host = listener.host or None
             socket_listeners = await trio.open_tcp_listeners(listener.port, host=host)
             port = socket_listeners[0].socket.getsockname()[1]
