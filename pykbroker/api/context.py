@@ -37,7 +37,7 @@ class BrokerServices(Protocol):
         ...
 
     def service(self, name: str) -> Any:
-        """A named component: "metadata", "replica_manager", "group_coordinator", ..."""
+        """A named component: "controller", "replica_manager", "group_coordinator", ..."""
         ...
 
 

@@ -13,7 +13,6 @@ offset as soon as a batch is written.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -245,9 +244,3 @@ class ReplicaManager:
     def wake_fetchers(self) -> None:
         """Let parked fetches answer now (at shutdown)."""
         self._notify_arrivals()
-
-    def topic_id_of(self, topic: str) -> uuid.UUID | None:
-        for (name, _), partition in self.partitions.items():
-            if name == topic:
-                return partition.topic_id
-        return None

@@ -152,7 +152,6 @@ class BrokerServer:
         controller.add_listener(replica_manager.on_metadata_update)
         self._services.update(
             controller=controller,
-            metadata=controller,
             replica_manager=replica_manager,
             log_manager=log_manager,
         )

@@ -47,7 +47,7 @@ class FakeBroker:
         image = MetadataImage(topics={"t": topic}, topics_by_id={TOPIC_ID: topic})
         self.services: dict[str, Any] = {
             "group_coordinator": coordinator,
-            "metadata": SimpleNamespace(image=image),
+            "controller": SimpleNamespace(image=image),
         }
         self.config: Any = None
         self.cluster_id = "cluster"

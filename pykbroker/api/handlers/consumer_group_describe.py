@@ -32,7 +32,7 @@ API_KEY = ApiKey.CONSUMER_GROUP_DESCRIBE
 
 async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
     coordinator = ctx.broker.service("group_coordinator")
-    image = ctx.broker.service("metadata").image
+    image = ctx.broker.service("controller").image
     groups = await coordinator.consumer_group_describe(
         request["group_ids"], bool(request["include_authorized_operations"]), image
     )

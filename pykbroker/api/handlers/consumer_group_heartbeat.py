@@ -45,7 +45,7 @@ API_KEY = ApiKey.CONSUMER_GROUP_HEARTBEAT
 
 async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
     coordinator = ctx.broker.service("group_coordinator")
-    image = ctx.broker.service("metadata").image
+    image = ctx.broker.service("controller").image
     response: dict[str, Any] = await coordinator.consumer_group_heartbeat(
         request, ctx.api_version, ctx.header.client_id or "", client_host_of(ctx), image
     )

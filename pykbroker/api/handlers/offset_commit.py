@@ -36,7 +36,7 @@ API_KEY = ApiKey.OFFSET_COMMIT
 
 
 async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-    image = ctx.broker.service("metadata").image
+    image = ctx.broker.service("controller").image
     version = ctx.api_version
     errors: dict[tuple[int, int], ErrorCode] = {}  # (topic index, partition index) -> error
     valid_topics: list[dict[str, Any]] = []

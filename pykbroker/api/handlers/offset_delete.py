@@ -26,7 +26,7 @@ API_KEY = ApiKey.OFFSET_DELETE
 
 
 async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-    image = ctx.broker.service("metadata").image
+    image = ctx.broker.service("controller").image
     answered: dict[str, list[dict[str, Any]]] = {}
     valid: list[tuple[str, list[int]]] = []
     for topic in request["topics"]:

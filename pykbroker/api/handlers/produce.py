@@ -72,10 +72,9 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
                 continue
             entries[(name, part["index"])] = part["records"]
     results = replica_manager.append_records(entries, acks)
-    if acks != 0:
-        await _flush_per_policy(ctx, results)
-    else:
+    if acks == 0:
         return None
+    await _flush_per_policy(ctx, results)
     responses: dict[Any, dict[str, Any]] = {}
     for topic in request["topic_data"]:
         key = topic["topic_id"] if by_id else topic["name"]
