@@ -16,6 +16,7 @@ second implementation. Tests that need persistence or pykbroker's CLI skip in th
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -408,6 +409,27 @@ def _close_clients_at_teardown() -> Iterator[None]:
         closer = _CLOSERS.pop()
         with contextlib.suppress(Exception):
             closer()
+    # Client objects in reference cycles are freed here, inside the test that made them,
+    # not at the end of the session (see FINDINGS.md, finding 4).
+    gc.collect()
+
+
+#: Once in CI, a client socket (local side an ephemeral port, remote side the broker's port) was
+#: closed by the garbage collector at the very end of the session with a ResourceWarning. The
+#: brokers here run in other processes, so the socket belonged to a client library in this one
+#: (kafka-python and aiokafka run in-process); in this folder only, that is not an error.
+_CLIENT_SOCKET_LEAK = "ignore:unclosed <socket.socket:ResourceWarning"
+_CLIENT_SOCKET_LEAK_UNRAISABLE = (
+    "ignore:Exception ignored in. <socket.socket:pytest.PytestUnraisableExceptionWarning"
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.filterwarnings(_CLIENT_SOCKET_LEAK))
+            item.add_marker(pytest.mark.filterwarnings(_CLIENT_SOCKET_LEAK_UNRAISABLE))
 
 
 @pytest.fixture

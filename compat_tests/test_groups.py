@@ -483,6 +483,18 @@ def test_confluent_consumer_protocol_group(module_broker: BrokerProcess, tmp_pat
         assert len(mine) == 1
         assert mine[0].type == ConsumerGroupType.CONSUMER
         assert mine[0].state == ConsumerGroupState.STABLE
+        # ConsumerGroupDescribe (librdkafka sends it for consumer groups; v1 member types).
+        described = admin.describe_consumer_groups([group])[group].result(10)
+        assert described.type == ConsumerGroupType.CONSUMER
+        assert described.state == ConsumerGroupState.STABLE
+        assert described.partition_assignor == "uniform"
+        owned = sorted(
+            (tp.topic, tp.partition)
+            for m in described.members
+            for tp in m.assignment.topic_partitions
+        )
+        assert owned == sorted((topic, p) for p in range(4))
+        assert sorted(len(m.assignment.topic_partitions) for m in described.members) == [2, 2]
         b.stop()
         # The group's heartbeat interval is 5 s: a learns of the new target within it.
         wait_until(lambda: a.assignment == wanted, timeout=15, what="a to take b's share")
@@ -522,8 +534,12 @@ def test_describe_list_and_delete_groups_through_each_admin_client(
         ).result(10)
         assert stable in {g.group_id for g in listed.valid}
         assert idle not in {g.group_id for g in listed.valid}
-        described = ck_admin.describe_consumer_groups([stable])[stable].result(10)
-        assert described.state == ConsumerGroupState.STABLE
+        # The kafka-python member may rejoin on its own under load (see FINDINGS.md): poll.
+        def describe_stable() -> Any:
+            found = ck_admin.describe_consumer_groups([stable])[stable].result(10)
+            return found if found.state == ConsumerGroupState.STABLE else None
+
+        described = wait_until(describe_stable, timeout=20, what="the group described as Stable")
         assert described.partition_assignor == "range"
         [m] = described.members
         assert m.client_id == "kafka-python"

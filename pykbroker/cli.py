@@ -1,9 +1,20 @@
-"""The ``pykbroker`` command: ``serve`` mirrors ``kafka-server-start.sh``.
+"""The ``pykbroker`` command: ``serve`` mirrors ``kafka-server-start.sh``, ``format`` mirrors
+``kafka-storage.sh format``, ``cluster`` runs a local development cluster.
 
 ``pykbroker serve [server.properties] [--override key=value ...]`` reads a Kafka properties file
 and/or overrides with Kafka's key names, validates everything before touching the disk (a bad
 value: a message and exit code 2), warns about keys it does not know, and runs the broker until
 SIGINT or SIGTERM, which shut it down gracefully.
+
+``pykbroker format [server.properties] --cluster-id ID [--override ...]`` writes
+``meta.properties`` with that cluster id (a random one, printed, when omitted) in every log dir,
+as ``kafka-storage.sh format`` does; every node of a multi-node quorum must be formatted with the
+same id before it starts. A dir formatted with another id is an error (exit 1).
+
+``pykbroker cluster --nodes N [--dir DIR]`` formats and starts N ``pykbroker serve`` processes on
+127.0.0.1 (free ports; every node is broker and controller, a voter of the quorum), prints their
+ports and data folders, and stops them all (SIGTERM, then SIGKILL after a grace period) on
+Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -40,6 +51,17 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--trace", action="store_true", help="log every request and response as a JSON line"
     )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    fmt = commands.add_parser("format", help="format the log dirs (like kafka-storage.sh format)")
+    fmt.add_argument("properties", nargs="?", type=Path, help="a Kafka server.properties file")
+    fmt.add_argument("--cluster-id", "-t", help="the cluster id (default: a new random one)")
+    fmt.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
+    fmt.add_argument("--log-level", default="WARNING")
+    cluster = commands.add_parser("cluster", help="run a local N-node cluster on 127.0.0.1")
+    cluster.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
+    cluster.add_argument(
+        "--dir", type=Path, default=Path("pykbroker-cluster"), help="data folder of the nodes"
+    )
+    cluster.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
 
@@ -50,7 +72,57 @@ def main(argv: list[str] | None = None) -> int:
         format="[%(asctime)s] %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command == "format":
+        return format_storage(args)
+    if args.command == "cluster":
+        from pykbroker.local_cluster import run_local_cluster
+
+        return run_local_cluster(args.nodes, args.dir)
     return serve(args)
+
+
+def _config_from_args(args: argparse.Namespace) -> tuple[object, list[str]] | int:
+    """(config, unknown keys) from ``properties`` + ``--override``, or an exit code."""
+    from pykbroker.config import BrokerConfig, ConfigError, read_properties
+
+    props: dict[str, str] = {}
+    try:
+        if args.properties is not None:
+            props.update(read_properties(args.properties))
+    except OSError as exc:
+        _error(f"pykbroker: cannot read {args.properties}: {exc}")
+        return EXIT_CONFIG_ERROR
+    for item in args.override:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            _error(f"pykbroker: --override {item!r} is not KEY=VALUE")
+            return EXIT_CONFIG_ERROR
+        props[key.strip()] = value
+    try:
+        return BrokerConfig.from_properties(props)
+    except ConfigError as exc:
+        _error(f"pykbroker: invalid configuration: {exc}")
+        return EXIT_CONFIG_ERROR
+
+
+def format_storage(args: argparse.Namespace) -> int:
+    from pykbroker.config import BrokerConfig
+    from pykbroker.server.storage import StorageError, ensure_formatted, random_kafka_uuid
+
+    parsed = _config_from_args(args)
+    if isinstance(parsed, int):
+        return parsed
+    config = parsed[0]
+    assert isinstance(config, BrokerConfig)
+    cluster_id = args.cluster_id or random_kafka_uuid()
+    try:
+        found = ensure_formatted(config.log_dirs, config.node_id, cluster_id)
+    except StorageError as exc:
+        _error(f"pykbroker: {exc}")
+        return 1
+    dirs = ", ".join(str(d) for d in config.log_dirs)
+    sys.stdout.write(f"Formatted {dirs} with cluster.id {found} (node.id {config.node_id})\n")
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -96,10 +168,14 @@ def run_broker(config: object) -> int:
             await broker.run()
             nursery.cancel_scope.cancel()
 
+    storage_errors: list[BaseException] = []
     try:
         trio.run(main_task)
-    except StorageError as exc:
-        logging.getLogger("pykbroker").error("%s", exc)
+    except* StorageError as group:  # raised inside the nursery: an exception group
+        storage_errors.extend(group.exceptions)
+    if storage_errors:
+        for exc in storage_errors:
+            logging.getLogger("pykbroker").error("%s", exc)
         return EXIT_CONFIG_ERROR
     logging.getLogger("pykbroker").info("pykbroker stopped")
     return 0

@@ -213,6 +213,8 @@ class BrokerConfig:
     transaction_state_log_num_partitions: int = 50
     transaction_max_timeout_ms: int = 900_000
     transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10_000
+    transactional_id_expiration_ms: int = 604_800_000
+    transaction_remove_expired_transaction_cleanup_interval_ms: int = 3_600_000
     controller_quorum_voters: tuple[QuorumVoter, ...] = ()
     controller_quorum_bootstrap_servers: tuple[str, ...] = ()
     controller_listener_names: tuple[str, ...] = ("CONTROLLER",)
@@ -346,6 +348,8 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "transaction.state.log.num.partitions": _int(1, 100_000),
     "transaction.max.timeout.ms": _int(1),
     "transaction.abort.timed.out.transaction.cleanup.interval.ms": _int(1),
+    "transactional.id.expiration.ms": _int(1, 2**31 - 1),
+    "transaction.remove.expired.transaction.cleanup.interval.ms": _int(1, 2**31 - 1),
     "offsets.topic.replication.factor": _int(1, 32767),
     "offset.metadata.max.bytes": _int(0, 2**31 - 1),
     "connections.max.idle.ms": _int(-1),

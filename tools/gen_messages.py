@@ -57,6 +57,41 @@ def api_sources() -> dict[str, Path]:
     }
 
 
+#: Versions Kafka 4.1 advertises that ``shared/kafka-protocol``'s JSON predates: the JSON edits
+#: Kafka made for them, applied on load. Each entry names the Kafka change; tests/protocol/
+#: test_drift.py applies its own copy of the same edits before comparing.
+#: ConsumerGroupDescribe v1 (KAFKA-17750, Kafka 4.0): validVersions 0-1 and a MemberType field
+#: after TargetAssignment (-1 unknown, 0 classic member, 1 consumer member).
+LATER_VERSIONS: dict[str, dict[str, Any]] = {
+    "ConsumerGroupDescribeRequest.json": {"validVersions": "0-1"},
+    "ConsumerGroupDescribeResponse.json": {
+        "validVersions": "0-1",
+        "insert": (
+            ("Groups", "Members"),
+            "TargetAssignment",
+            {"name": "MemberType", "type": "int8", "versions": "1+", "default": "-1",
+             "ignorable": True},
+        ),
+    },
+}
+
+
+def apply_later_versions(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` with the LATER_VERSIONS edits for the JSON file ``name`` (if any)."""
+    edit = LATER_VERSIONS.get(name)
+    if edit is None or spec["validVersions"] == edit["validVersions"]:
+        return spec
+    spec["validVersions"] = edit["validVersions"]
+    if "insert" in edit:
+        path, after, new_field = edit["insert"]
+        fields = spec["fields"]
+        for step in path:
+            fields = next(f for f in fields if f["name"] == step)["fields"]
+        index = next(i for i, f in enumerate(fields) if f["name"] == after)
+        fields.insert(index + 1, dict(new_field))
+    return spec
+
+
 def _default_literal(field: dict[str, Any]) -> str | None:
     if "default" not in field:
         return None
@@ -149,8 +184,10 @@ def generate_apis() -> dict[int, str]:
         api = name.removesuffix("Request.json")
         if api in ("", "Request"):
             continue
-        request = load_json(path)
-        response = load_json(sources[f"{api}Response.json"])
+        request = apply_later_versions(name, load_json(path))
+        response = apply_later_versions(
+            f"{api}Response.json", load_json(sources[f"{api}Response.json"])
+        )
         if request["validVersions"] == "none" or "apiKey" not in request:
             continue
         module = snake_case(api)

@@ -19,7 +19,7 @@ import json
 import logging
 import struct
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .context import BrokerServices, RequestContext
@@ -58,10 +58,12 @@ class CloseConnection(Exception):
     """The connection must be closed: the peer sent something that cannot be answered."""
 
 
-def advertised_api_keys() -> list[dict[str, int]]:
+def advertised_api_keys(
+    supported: Mapping[int, tuple[int, int]] | None = None,
+) -> list[dict[str, int]]:
     return [
         {"api_key": key, "min_version": low, "max_version": high}
-        for key, (low, high) in sorted(SUPPORTED.items())
+        for key, (low, high) in sorted((SUPPORTED if supported is None else supported).items())
     ]
 
 
@@ -69,12 +71,14 @@ def _frame(header: bytes, body: bytes) -> bytes:
     return _SIZE.pack(len(header) + len(body)) + header + body
 
 
-def unsupported_api_versions_response(correlation_id: int) -> bytes:
+def unsupported_api_versions_response(
+    correlation_id: int, supported: Mapping[int, tuple[int, int]] | None = None
+) -> bytes:
     """ApiVersions v0 with UNSUPPORTED_VERSION and the versions served (KIP-511)."""
     body = codec.encode(
         response_message(ApiKey.API_VERSIONS),
         0,
-        {"error_code": ErrorCode.UNSUPPORTED_VERSION, "api_keys": advertised_api_keys()},
+        {"error_code": ErrorCode.UNSUPPORTED_VERSION, "api_keys": advertised_api_keys(supported)},
     )
     return _frame(encode_response_header(correlation_id, 0), body)
 
@@ -92,11 +96,25 @@ def _jsonable(value: Any) -> Any:
 
 
 class Dispatcher:
-    """Decodes request frames, calls handlers and encodes response frames."""
+    """Decodes request frames, calls handlers and encodes response frames.
 
-    def __init__(self, broker: BrokerServices, *, trace: bool = False) -> None:
+    ``handlers``/``supported`` default to the broker listener's table; the KRaft CONTROLLER
+    listener passes its own (``server/controller_apis.py``)."""
+
+    def __init__(
+        self,
+        broker: BrokerServices,
+        *,
+        trace: bool = False,
+        handlers: Mapping[int, Handler] | None = None,
+        supported: Mapping[int, tuple[int, int]] | None = None,
+    ) -> None:
         self.broker = broker
         self.trace = trace
+        self.handlers: Mapping[int, Handler] = HANDLERS if handlers is None else handlers
+        self.supported: Mapping[int, tuple[int, int]] = (
+            SUPPORTED if supported is None else supported
+        )
 
     def parse(self, frame: bytes) -> tuple[RequestHeader, dict[str, Any]] | bytes:
         """The header and request, or ready response bytes (ApiVersions downgrade)."""
@@ -104,19 +122,17 @@ class Dispatcher:
             api_key, api_version, correlation_id = peek_api(frame)
         except CodecError as exc:
             raise CloseConnection(str(exc)) from exc
-        served = SUPPORTED.get(api_key)
+        served = self.supported.get(api_key)
         low = _LISTED_ONLY.get(api_key, served[0]) if served else 0
         if served is None or not low <= api_version <= served[1]:
             if api_key == ApiKey.API_VERSIONS:
-                return unsupported_api_versions_response(correlation_id)
+                return unsupported_api_versions_response(correlation_id, self.supported)
             raise CloseConnection(
                 f"unsupported API {api_name(api_key)} (key {api_key}) version {api_version}"
             )
         try:
             header, offset = decode_request_header(frame)
-            request, _ = codec.decode_prefix(
-                request_message(api_key), api_version, frame, offset
-            )
+            request, _ = codec.decode_prefix(request_message(api_key), api_version, frame, offset)
         except CodecError as exc:
             raise CloseConnection(
                 f"cannot decode {api_name(api_key)} v{api_version} request: {exc}"
@@ -128,7 +144,7 @@ class Dispatcher:
     ) -> bytes | None:
         """Run the handler; return the response frame, or None when none is due (acks=0)."""
         api_key = header.request_api_key
-        handler: Handler = HANDLERS[api_key]
+        handler: Handler = self.handlers[api_key]
         ctx = RequestContext(header, self.broker, client_host, connection_id)
         if self.trace:
             self._trace("request", header, request, connection_id)

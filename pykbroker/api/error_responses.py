@@ -30,7 +30,11 @@ _MIRRORS: dict[int, list[tuple[str, str, dict[str, str]]]] = {
     21: [("topics", "topics", {"name": "name"})],
     24: [("v3_and_below_topics", "results_by_topic_v3_and_below", {"name": "name"})],
     28: [("topics", "topics", {"name": "name"})],
+    37: [("topics", "results", {"name": "name"})],
     42: [("groups_names", "results", {"": "group_id"})],
+    61: [("topics", "topics", {"name": "name"})],
+    65: [("transactional_ids", "transaction_states", {"": "transactional_id"})],
+    69: [("group_ids", "groups", {"": "group_id"})],
 }
 
 #: request partition list -> (response partition list, index field in request, in response)
@@ -43,6 +47,7 @@ _PARTITIONS: dict[int, tuple[str, str, str, str]] = {
     21: ("partitions", "partitions", "partition_index", "partition_index"),
     24: ("partitions", "results_by_partition", "", "partition_index"),
     28: ("partitions", "partitions", "partition_index", "partition_index"),
+    61: ("partition_indexes", "partitions", "", "partition_index"),
 }
 #: the partition error field, where it is not ``error_code``
 _PARTITION_ERROR_FIELD = {24: "partition_error_code"}
@@ -56,6 +61,8 @@ def error_response(
     api_key: int, version: int, request: dict[str, Any], code: ErrorCode, message: str | None
 ) -> dict[str, Any]:
     """A response to ``request`` that reports ``code`` everywhere it can."""
+    if api_key == _WRITE_TXN_MARKERS:
+        return _write_txn_markers_error(request, code)
     declaration = response_message(api_key)
     response: dict[str, Any] = {}
     if _has_field(declaration.fields, "error_code", version):
@@ -81,3 +88,29 @@ def error_response(
                 ]
             entries.append(entry)
     return response
+
+
+_WRITE_TXN_MARKERS = 27
+
+
+def _write_txn_markers_error(request: dict[str, Any], code: ErrorCode) -> dict[str, Any]:
+    """WriteTxnMarkers nests partitions in topics in markers (Kafka's
+    ``WriteTxnMarkersRequest.getErrorResponse``): every partition of every marker."""
+    return {
+        "markers": [
+            {
+                "producer_id": marker["producer_id"],
+                "topics": [
+                    {
+                        "name": topic["name"],
+                        "partitions": [
+                            {"partition_index": index, "error_code": code}
+                            for index in topic.get("partition_indexes") or []
+                        ],
+                    }
+                    for topic in marker.get("topics") or []
+                ],
+            }
+            for marker in request.get("markers") or []
+        ]
+    }

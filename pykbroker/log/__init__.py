@@ -2,7 +2,9 @@
 
 Mirrors Kafka's ``storage`` module (``org.apache.kafka.storage.internals.log``) and
 ``kafka.log``. Modules: ``compression`` and ``record_batch`` (pure byte layouts),
-``index`` / ``offset_index`` / ``time_index`` (mmapped sparse indexes), ``segment``
+``index`` / ``offset_index`` / ``time_index`` (mmapped sparse indexes),
+``transaction_index`` (``TransactionIndex``: the ``.txnindex`` of aborted transactions),
+``producer_state`` (``ProducerStateManager``), ``segment``
 (``LogSegment``), ``log`` (``Log``, the ``UnifiedLog`` analogue), ``log_validator``
 (``LogValidator``'s topic rules), ``log_flush`` (fsync off the event loop),
 ``log_loader`` (``LogLoader``), ``log_config`` (``LogConfig``), ``checkpoint``

@@ -15,9 +15,11 @@ of every key. One cleaning round, as Kafka's:
    into ``*.cleaned`` segments keeping only records that are the latest for their key.
    Offsets are preserved; a batch that loses records is re-encoded with its own codec,
    base offset, lastOffsetDelta and producer fields (``record_batch.rebuild_batch``);
-   an untouched batch is copied byte for byte. Tombstones (null values) are kept until
-   their batch's delete horizon (KIP-534): the first cleaning that keeps a tombstone sets
-   the horizon to ``now + delete.retention.ms``; a later one after it drops them.
+   an untouched batch is copied byte for byte. A cleaned segment keeps the ``.txnindex``
+   entries of the segments it replaces (their ABORT markers all stay), as Kafka's cleaner
+   re-indexes the aborted transactions whose markers it retains. Tombstones (null values)
+   are kept until their batch's delete horizon (KIP-534): the first cleaning that keeps a
+   tombstone sets the horizon to ``now + delete.retention.ms``; a later one drops them.
    Records without a key are dropped. Transactional records of aborted transactions
    (the producer's next control batch is an ABORT marker) are dropped and never enter
    the map; records of open transactions stop the round before them. Control batches
@@ -39,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,8 +53,10 @@ from pykbroker.log.record_batch import (
     BATCH_HEADER_SIZE,
     LOG_OVERHEAD,
     BatchHeader,
+    EndTxnMarker,
     Record,
     decode_records,
+    end_txn_marker_type,
     rebuild_batch,
     unpack_header,
 )
@@ -64,7 +67,9 @@ from pykbroker.log.segment import (
     log_file,
     offset_index_file,
     time_index_file,
+    txn_index_file,
 )
+from pykbroker.log.transaction_index import AbortedTxn
 
 __all__ = [
     "CLEANER_OFFSET_CHECKPOINT_FILE",
@@ -79,8 +84,6 @@ DEFAULT_DEDUPE_BUFFER_SIZE = 134_217_728  # log.cleaner.dedupe.buffer.size
 _BYTES_PER_MAP_ENTRY = 128  # a Python dict entry with a small bytes key, measured roughly
 _READ_CHUNK = 1024 * 1024
 _WRITE_CHUNK = 1024 * 1024
-_CONTROL_KEY = struct.Struct(">hh")
-_ABORT = 0
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +97,7 @@ class SegmentView:
     upper_bound: int  # the next segment's base offset
     size: int
     fd: int
+    aborted_txns: list[AbortedTxn] = field(default_factory=list)  # its .txnindex entries
 
 
 @dataclass(slots=True)
@@ -207,7 +211,14 @@ class LogCleaner:
             for i, segment in enumerate(segments):
                 last = i + 1 == len(segments)
                 upper = log.log_end_offset if last else segments[i + 1].base_offset
-                view = SegmentView(segment, segment.base_offset, upper, segment.size, -1)
+                view = SegmentView(
+                    segment,
+                    segment.base_offset,
+                    upper,
+                    segment.size,
+                    -1,
+                    segment.txn_index.all_aborted_txns(),
+                )
                 view.fd = os.dup(segment.fd)
                 (plan.segments if upper <= end else plan.tail).append(view)
         except BaseException:
@@ -336,20 +347,11 @@ def _scan_log(plan: CleaningPlan) -> _LogFacts:
                 open_txns.setdefault(pid, []).append(header.base_offset)
                 continue
             batches = open_txns.pop(pid, [])
-            if _control_type(batch) == _ABORT:
+            if end_txn_marker_type(batch) is EndTxnMarker.ABORT:
                 facts.aborted.update(batches)
     starts = [offsets[0] for offsets in open_txns.values() if offsets]
     facts.first_open_txn = min(starts) if starts else None
     return facts
-
-
-def _control_type(batch: bytes) -> int | None:
-    """The type of a control batch's marker (0 ABORT, 1 COMMIT), None if unreadable."""
-    records = decode_records(batch)
-    if not records or records[0].key is None or len(records[0].key) < _CONTROL_KEY.size:
-        return None
-    control_type: int = _CONTROL_KEY.unpack_from(records[0].key)[1]
-    return control_type
 
 
 def _build_offset_map(
@@ -441,7 +443,7 @@ def _clean_group(
     stats: CleanerStats,
 ) -> LogSegment:
     base_offset = group[0].base_offset
-    for file_of in (log_file, offset_index_file, time_index_file):
+    for file_of in (log_file, offset_index_file, time_index_file, txn_index_file):
         stale = file_of(plan.log.dir, base_offset)
         stale.with_name(stale.name + CLEANED_FILE_SUFFIX).unlink(missing_ok=True)
     cleaned = LogSegment(
@@ -472,6 +474,9 @@ def _clean_group(
                     pending, pending_size = [], 0
         if pending:
             cleaned.append(last_offset, b"".join(pending), max_timestamp, offset_of_max)
+        for view in group:
+            for txn in view.aborted_txns:
+                cleaned.txn_index.append(txn)
         stats.bytes_written += cleaned.size
         cleaned.on_become_inactive()
         fd, index_paths = cleaned.flush_handles()
@@ -480,7 +485,10 @@ def _clean_group(
         finally:
             os.close(fd)
         for path in index_paths:
-            index_fd = os.open(path, os.O_RDONLY)
+            try:
+                index_fd = os.open(path, os.O_RDONLY)
+            except FileNotFoundError:
+                continue  # no aborted transaction: no .txnindex
             try:
                 os.fsync(index_fd)
             finally:

@@ -10,6 +10,10 @@ split into ``flush_snapshot`` / ``FlushSnapshot.fsync`` (any thread) /
 Idempotent producer state (``producer_state.ProducerStateManager``) is checked on
 leader appends, fed by follower appends, snapshotted on roll and close, and rebuilt
 on open and truncation from the newest snapshot plus the batch headers after it.
+Each ABORT marker appended (by the transaction coordinator as leader, or replicated) adds
+an entry to the active segment's ``.txnindex`` before the append may be flushed;
+``collect_aborted_transactions`` answers read_committed fetches from those indexes
+(Kafka's ``collectAbortedTransactions``).
 
 Invariants: segments are sorted by base offset, only the last (active) one takes
 appends, and offsets increase through them;
@@ -34,11 +38,21 @@ from pykbroker.log.log_loader import load_segments, new_segment
 from pykbroker.log.log_validator import LogAppendInfo, max_timestamp_of, validate_records
 from pykbroker.log.producer_state import (
     DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+    CompletedTxn,
     ProducerStateManager,
     replay_segments,
 )
-from pykbroker.log.record_batch import AppendOrigin, assign_offsets, validate_batches
+from pykbroker.log.record_batch import (
+    AppendOrigin,
+    BatchHeader,
+    EndTxnMarker,
+    assign_offsets,
+    end_txn_marker_type,
+    iter_batch_headers,
+    validate_batches,
+)
 from pykbroker.log.segment import CLEANED_FILE_SUFFIX, SWAP_FILE_SUFFIX, LogSegment
+from pykbroker.log.transaction_index import AbortedTxn
 
 __all__ = [
     "EARLIEST_TIMESTAMP",
@@ -251,11 +265,14 @@ class Log:
         producer_updates = self.producer_state.prepare_update(
             headers, first_offset, origin, append_time
         )
+        completed = self.producer_state.completed_txns(producer_updates)
         buffer = bytearray(records)  # the one copy: offsets are patched into it
         next_offset = assign_offsets(buffer, first_offset, leader_epoch, append_time)
         max_timestamp, offset_of_max = max_timestamp_of(headers, first_offset, append_time)
         self._append(buffer, first_offset, next_offset - 1, max_timestamp, offset_of_max, now_ms)
+        self._update_txn_index(completed, buffer)
         self.producer_state.update(producer_updates, next_offset)
+        self._maybe_flush(now_ms)
         return LogAppendInfo(
             first_offset=first_offset,
             last_offset=next_offset - 1,
@@ -293,7 +310,8 @@ class Log:
         last_offset = headers[-1].last_offset
         max_timestamp, offset_of_max = max_timestamp_of(headers, None, None)
         self._append(records, first_offset, last_offset, max_timestamp, offset_of_max, now_ms)
-        self.producer_state.update_from_replay(headers)
+        self._update_txn_index(self.producer_state.update_from_replay(headers), records)
+        self._maybe_flush(now_ms)
         return LogAppendInfo(
             first_offset=first_offset,
             last_offset=last_offset,
@@ -332,6 +350,24 @@ class Log:
             segment = self._roll(max(first_offset, self._log_end_offset), now_ms)
         segment.append(last_offset, data, max_timestamp, offset_of_max)
         self._log_end_offset = last_offset + 1
+
+    def _update_txn_index(
+        self, completed: list[CompletedTxn], data: bytes | bytearray | memoryview
+    ) -> None:
+        """Index in the active segment (which took ``data``) the transactions that
+        ABORT markers in ``data`` ended (Kafka's ``updateTxnIndex`` during ``append``)."""
+        if not completed:
+            return
+        markers = {
+            header.base_offset: _is_abort_marker(header, data, position)
+            for position, header in iter_batch_headers(data)
+            if header.is_control and header.producer_id >= 0
+        }
+        segment = self.active_segment
+        for txn in completed:
+            segment.update_txn_index(txn, markers.get(txn.last_offset, False))
+
+    def _maybe_flush(self, now_ms: int) -> None:
         if self.inline_flush and self.flush_needed:
             self.flush(now_ms)
 
@@ -400,6 +436,25 @@ class Log:
             if data is not None:
                 return data
         return b""
+
+    def collect_aborted_transactions(
+        self, start_offset: int, upper_bound_offset: int
+    ) -> list[AbortedTxn]:
+        """The aborted transactions overlapping ``[start_offset, upper_bound_offset)``, from
+        the ``.txnindex`` of the segment holding ``start_offset`` and the later ones until
+        an entry's last stable offset reaches the upper bound (Kafka's
+        ``collectAbortedTransactions``)."""
+        self._check_open()
+        found: list[AbortedTxn] = []
+        if upper_bound_offset <= start_offset:
+            return found
+        index = max(0, bisect.bisect_right(self._base_offsets, start_offset) - 1)
+        for segment in self._segments[index:]:
+            result = segment.collect_aborted_txns(start_offset, upper_bound_offset)
+            found.extend(result.aborted_transactions)
+            if result.is_complete:
+                break
+        return found
 
     # -- offsets by timestamp --------------------------------------------------------------
 
@@ -664,3 +719,13 @@ class Log:
             f"Log({self._dir.name}, log_start_offset={self._log_start_offset}, "
             f"log_end_offset={self._log_end_offset}, segments={len(self._segments)})"
         )
+
+
+def _is_abort_marker(
+    header: BatchHeader, data: bytes | bytearray | memoryview, position: int
+) -> bool:
+    batch = memoryview(data)[position : position + header.size_in_bytes]
+    try:
+        return end_txn_marker_type(batch) is EndTxnMarker.ABORT
+    except KafkaError:
+        return False  # a CRC-valid control batch whose record is not a marker

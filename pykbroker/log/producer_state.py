@@ -16,7 +16,11 @@ producer id against it (Kafka's ``analyzeAndValidateProducerState``):
   accepted at any sequence: Kafka 4 no longer answers produce with UNKNOWN_PRODUCER_ID.
 
 Replicated (and coordinator) appends update the state without sequence checks, so a
-follower that becomes leader deduplicates too. Entries expire ``producer.id.expiration.ms``
+follower that becomes leader deduplicates too. A transaction marker (control batch) ends its
+producer's open transaction: the append reports it as a ``CompletedTxn`` (first offset,
+marker offset, and the last stable offset right after the marker), which the log turns into
+a ``.txnindex`` entry when the marker is an ABORT (Kafka's ``appendEndTxnMarker`` and
+``lastStableOffset(completedTxn)``). Entries expire ``producer.id.expiration.ms``
 after their last batch's max timestamp unless a transaction is open.
 
 Snapshots are Kafka's ``<offset:020d>.snapshot`` files (version 1: int16 version, uint32
@@ -53,6 +57,7 @@ __all__ = [
     "NUM_BATCHES_TO_RETAIN",
     "PRODUCER_SNAPSHOT_FILE_SUFFIX",
     "BatchMetadata",
+    "CompletedTxn",
     "ProducerAppendInfo",
     "ProducerStateEntry",
     "ProducerStateManager",
@@ -97,6 +102,20 @@ class BatchMetadata:
     first_offset: int
     last_offset: int
     timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedTxn:
+    """A transaction ended by a marker (Kafka's ``CompletedTxn``; whether it was aborted is
+    in the marker's record, which the log reads). ``first_offset`` is the marker's offset
+    when the producer had no open transaction here; ``last_stable_offset`` is the first
+    offset of another producer's transaction still open right after the marker, else
+    ``last_offset + 1``."""
+
+    producer_id: int
+    first_offset: int
+    last_offset: int
+    last_stable_offset: int
 
 
 @dataclass(slots=True)
@@ -162,6 +181,8 @@ class ProducerAppendInfo:
         self.origin = origin
         self._current = current or ProducerStateEntry(producer_id)
         self.entry = self._current.copy()
+        # (first offset, marker offset) of each transaction a marker in this append ended
+        self.ended_txns: list[tuple[int, int]] = []
 
     def append(self, header: BatchHeader, first_offset: int) -> None:
         """Validate (client appends) and record ``header`` written at ``first_offset``."""
@@ -178,6 +199,8 @@ class ProducerAppendInfo:
             if epoch != self.entry.producer_epoch:
                 self.entry.batches.clear()
                 self.entry.producer_epoch = epoch
+            txn_first = self.entry.current_txn_first_offset
+            self.ended_txns.append((txn_first if txn_first >= 0 else first_offset, first_offset))
             self.entry.current_txn_first_offset = -1
             self.entry.last_timestamp = header.max_timestamp
             return
@@ -269,14 +292,44 @@ class ProducerStateManager:
             offset += header.last_offset_delta + 1
         return updates
 
+    def completed_txns(self, updates: dict[int, ProducerAppendInfo]) -> list[CompletedTxn]:
+        """The transactions the markers among ``updates`` end, by marker offset, each with
+        the last stable offset right after its marker (call before ``update``)."""
+        for info in updates.values():
+            if info.ended_txns:
+                break
+        else:
+            return []  # the usual append: no marker (a loop: cheaper than any() here)
+        ended = sorted(
+            (last, first, pid) for pid, info in updates.items() for first, last in info.ended_txns
+        )
+        open_after: dict[int, int] = {  # producer -> first offset of its open transaction
+            pid: e.current_txn_first_offset
+            for pid, e in self.producers.items()
+            if e.current_txn_first_offset >= 0 and pid not in updates
+        }
+        for pid, info in updates.items():
+            if info.entry.current_txn_first_offset >= 0:
+                open_after[pid] = info.entry.current_txn_first_offset
+        completed: list[CompletedTxn] = []
+        for last, first, pid in ended:
+            # Open at this marker: other producers' transactions begun before it and still
+            # open after the append, or ended by a later marker of the same append.
+            starts = [f for p, f in open_after.items() if p != pid and f < last]
+            starts += [f for end, f, p in ended if p != pid and f < last < end]
+            completed.append(CompletedTxn(pid, first, last, min(starts, default=last + 1)))
+        return completed
+
     def update(self, updates: dict[int, ProducerAppendInfo], map_end_offset: int) -> None:
         """Install what ``prepare_update`` checked, once the batches are written."""
         for producer_id, info in updates.items():
             self.producers[producer_id] = info.entry
         self.map_end_offset = max(self.map_end_offset, map_end_offset)
 
-    def update_from_replay(self, headers: Iterable[BatchHeader]) -> None:
-        """Replay batches already in the log (offsets as written), without checks."""
+    def update_from_replay(self, headers: Iterable[BatchHeader]) -> list[CompletedTxn]:
+        """Replay batches already in the log (offsets as written), without checks; returns
+        the transactions their markers ended (see ``CompletedTxn``)."""
+        completed: list[CompletedTxn] = []
         for header in headers:
             if header.producer_id >= 0:
                 info = ProducerAppendInfo(
@@ -286,7 +339,31 @@ class ProducerStateManager:
                 )
                 info.append(header, header.base_offset)
                 self.producers[header.producer_id] = info.entry
+                for first, last in info.ended_txns:
+                    first_unstable = self.first_unstable_offset()
+                    completed.append(
+                        CompletedTxn(
+                            header.producer_id,
+                            first,
+                            last,
+                            last + 1 if first_unstable is None else first_unstable,
+                        )
+                    )
             self.map_end_offset = header.next_offset
+        return completed
+
+    def set_coordinator_epoch(self, producer_id: int, coordinator_epoch: int) -> None:
+        """Record the coordinator epoch of the producer's last transaction marker (Kafka's
+        ``ProducerStateEntry.coordinatorEpoch``: a marker from an older coordinator epoch is
+        fenced)."""
+        entry = self.producers.get(producer_id)
+        if entry is not None:
+            entry.coordinator_epoch = coordinator_epoch
+
+    def active_producers(self) -> list[ProducerStateEntry]:
+        """The producers with state on this partition, by producer id (Kafka's
+        ``activeProducers``, what DescribeProducers answers)."""
+        return [self.producers[pid] for pid in sorted(self.producers)]
 
     def first_unstable_offset(self) -> int | None:
         """The first offset of the oldest open transaction, None when none is open (the

@@ -43,11 +43,13 @@ __all__ = [
     "LOG_OVERHEAD",
     "AppendOrigin",
     "BatchHeader",
+    "EndTxnMarker",
     "Record",
     "TimestampType",
     "assign_offsets",
     "build_batch",
     "decode_records",
+    "end_txn_marker_type",
     "iter_batch_headers",
     "iter_batches",
     "parse_header",
@@ -105,6 +107,14 @@ class TimestampType(IntEnum):
 
     CREATE_TIME = 0
     LOG_APPEND_TIME = 1
+
+
+class EndTxnMarker(IntEnum):
+    """The type of a transaction marker's control record (Kafka's ``ControlRecordType``
+    ABORT and COMMIT; the KRaft control types live in ``raft.log``)."""
+
+    ABORT = 0
+    COMMIT = 1
 
 
 class AppendOrigin(IntEnum):
@@ -594,3 +604,20 @@ def decode_records(
     if position != end:
         raise _corrupt(f"{end - position} bytes left after the last record of the batch")
     return records
+
+
+def end_txn_marker_type(batch_bytes: Buffer) -> EndTxnMarker | None:
+    """The marker type of the control batch at the start of ``batch_bytes`` (Kafka's
+    ``ControlRecordType.parse`` of its first record's key: version int16, type int16);
+    None when the batch is not a transaction marker or its key is unreadable."""
+    records = decode_records(batch_bytes)
+    if not records:
+        return None
+    key = records[0].key
+    if key is None or len(key) < _INT16.size * 2:
+        return None
+    (marker_type,) = _INT16.unpack_from(key, _INT16.size)
+    try:
+        return EndTxnMarker(marker_type)
+    except ValueError:
+        return None

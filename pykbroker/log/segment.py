@@ -2,13 +2,16 @@
 
 Mirrors ``org.apache.kafka.storage.internals.log.LogSegment``: the files
 ``<base_offset:020d>.log`` (record batches back to back, as the producer's bytes with
-offsets assigned), ``.index`` (``OffsetIndex``) and ``.timeindex`` (``TimeIndex``).
+offsets assigned), ``.index`` (``OffsetIndex``), ``.timeindex`` (``TimeIndex``) and, once
+the segment holds an ABORT marker, ``.txnindex`` (``TransactionIndex``).
 
 Invariant: the ``.log`` file holds only whole, CRC-valid v2 batches with increasing
 offsets, all >= ``base_offset`` and < ``base_offset + 2**32``; every index entry
 names a batch in the file (offset index: the batch's last offset and position; time
-index: the largest timestamp so far and the last offset of the batch carrying it).
-A crash can leave a torn tail and stale indexes; ``recover`` restores the invariant.
+index: the largest timestamp so far and the last offset of the batch carrying it; the
+transaction index: one entry per ABORT marker in the file).
+A crash can leave a torn tail and stale indexes; ``recover`` restores the invariant
+(the transaction index from the producer state at the segment's start, as Kafka's).
 Appends go through ``os.write`` (page cache), reads through ``os.pread``; ``flush``
 fsyncs. Not thread-safe: the owning ``Log`` serialises calls.
 """
@@ -19,6 +22,7 @@ import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crc32c import crc32c
 
@@ -32,21 +36,29 @@ from pykbroker.log.record_batch import (
     MAGIC_VALUE_V2,
     MIN_BATCH_LENGTH,
     BatchHeader,
+    EndTxnMarker,
     decode_records,
+    end_txn_marker_type,
     unpack_header,
 )
 from pykbroker.log.time_index import NO_TIMESTAMP, TimeIndex
+from pykbroker.log.transaction_index import AbortedTxn, TransactionIndex, TxnIndexSearchResult
+
+if TYPE_CHECKING:
+    from pykbroker.log.producer_state import CompletedTxn, ProducerStateManager
 
 __all__ = [
     "LogSegment",
     "log_file",
     "offset_index_file",
     "time_index_file",
+    "txn_index_file",
 ]
 
 LOG_FILE_SUFFIX = ".log"
 INDEX_FILE_SUFFIX = ".index"
 TIME_INDEX_FILE_SUFFIX = ".timeindex"
+TXN_INDEX_FILE_SUFFIX = ".txnindex"
 DELETED_FILE_SUFFIX = ".deleted"
 CLEANED_FILE_SUFFIX = ".cleaned"
 SWAP_FILE_SUFFIX = ".swap"
@@ -74,6 +86,10 @@ def time_index_file(log_dir: Path, base_offset: int) -> Path:
     return log_dir / (filename_prefix(base_offset) + TIME_INDEX_FILE_SUFFIX)
 
 
+def txn_index_file(log_dir: Path, base_offset: int) -> Path:
+    return log_dir / (filename_prefix(base_offset) + TXN_INDEX_FILE_SUFFIX)
+
+
 def _with_suffix(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix) if suffix else path
 
@@ -83,7 +99,8 @@ def _storage_error(message: str) -> KafkaError:
 
 
 class LogSegment:
-    """A ``.log`` file plus its offset and time indexes, all starting at ``base_offset``."""
+    """A ``.log`` file plus its offset, time and transaction indexes, all starting at
+    ``base_offset``."""
 
     def __init__(
         self,
@@ -107,6 +124,9 @@ class LogSegment:
         self._size = os.fstat(self._fd).st_size
         self.offset_index = OffsetIndex(index_path, base_offset, max_index_size)
         self.time_index = TimeIndex(time_index_path, base_offset, max_index_size)
+        self.txn_index = TransactionIndex(
+            _with_suffix(txn_index_file(log_dir, base_offset), file_suffix), base_offset
+        )
         self._bytes_since_last_index_entry = 0
         self._next_offset: int | None = base_offset if self._size == 0 else None
         self._max_timestamp_and_offset: tuple[int, int] | None = None
@@ -319,6 +339,28 @@ class LogSegment:
                 return record.offset
         return None
 
+    # -- aborted transactions ----------------------------------------------------------
+
+    def update_txn_index(self, completed_txn: CompletedTxn, is_aborted: bool) -> None:
+        """Index a transaction a marker in this segment ended, if aborted (Kafka's
+        ``updateTxnIndex``)."""
+        if is_aborted:
+            self.txn_index.append(
+                AbortedTxn(
+                    completed_txn.producer_id,
+                    completed_txn.first_offset,
+                    completed_txn.last_offset,
+                    completed_txn.last_stable_offset,
+                )
+            )
+
+    def collect_aborted_txns(
+        self, fetch_offset: int, upper_bound_offset: int
+    ) -> TxnIndexSearchResult:
+        """Aborted transactions indexed here overlapping ``[fetch_offset,
+        upper_bound_offset)`` (Kafka's ``collectAbortedTxns``)."""
+        return self.txn_index.collect_aborted_txns(fetch_offset, upper_bound_offset)
+
     # -- roll, recovery, truncation -----------------------------------------------------
 
     def should_roll(
@@ -348,12 +390,14 @@ class LogSegment:
         )
 
     def on_become_inactive(self) -> None:
-        """The segment stops being active: final time index entry, trim both indexes."""
+        """The segment stops being active: final time index entry, trim both indexes,
+        close the transaction index's descriptor (an append would reopen it)."""
         timestamp, offset = self.max_timestamp_and_offset_so_far
         if timestamp >= 0:
             self.time_index.maybe_append(timestamp, offset, skip_full_check=True)
         self.offset_index.trim_to_valid_size()
         self.time_index.trim_to_valid_size()
+        self.txn_index.close()
 
     def resize_indexes(self, max_index_size: int) -> None:
         """Preallocate the indexes again: the segment became active (Kafka's name)."""
@@ -380,19 +424,27 @@ class LogSegment:
         except KafkaError as exc:
             raise CorruptIndexError(str(exc)) from exc
         self.time_index.sanity_check(next_offset - 1)
+        self.txn_index.sanity_check(next_offset)
 
-    def recover(self, max_batch_bytes: int) -> int:
+    def recover(
+        self, max_batch_bytes: int, producer_state: ProducerStateManager | None = None
+    ) -> int:
         """Rebuild the indexes from the log and cut it after the last valid batch.
 
         A batch is valid when it is whole, magic 2, its CRC-32C matches and its offsets
         follow the previous batch and fit the segment. Returns the bytes truncated.
         ``max_batch_bytes`` only sizes reads: a batch written under a larger
-        ``max.message.bytes`` is still kept, as in Kafka.
+        ``max.message.bytes`` is still kept, as in Kafka. With ``producer_state`` (the
+        state of the batches before this segment, Kafka's way) the transaction index is
+        rebuilt too, from the markers, and the state is left after the last valid batch;
+        without it the transaction index is kept as it is (``sanity_check`` judges it).
         """
         fd = self.fd
         file_size = os.fstat(fd).st_size
         self.offset_index.reset()
         self.time_index.reset()
+        if producer_state is not None:
+            self.txn_index.reset()
         self._bytes_since_last_index_entry = 0
         self._max_timestamp_and_offset = (NO_TIMESTAMP, self.base_offset)
         self._size = file_size
@@ -429,6 +481,11 @@ class LogSegment:
             if crc != header.crc:
                 break
             self._index_recovered_batch(header, position)
+            if producer_state is not None:
+                batch = None
+                if header.is_control and in_chunk + size <= len(chunk):
+                    batch = chunk[in_chunk : in_chunk + size]
+                self._update_producer_state(producer_state, header, position, batch)
             next_offset = header.next_offset
             position += size
         truncated = file_size - position
@@ -456,6 +513,24 @@ class LogSegment:
             self._bytes_since_last_index_entry = 0
         self._bytes_since_last_index_entry += header.size_in_bytes
 
+    def _update_producer_state(
+        self,
+        producer_state: ProducerStateManager,
+        header: BatchHeader,
+        position: int,
+        batch: bytes | None,
+    ) -> None:
+        """Feed one recovered batch to ``producer_state`` and index the transaction its
+        marker aborts (Kafka's ``LogSegment.updateProducerState``)."""
+        for completed in producer_state.update_from_replay((header,)):
+            if batch is None:
+                batch = os.pread(self.fd, header.size_in_bytes, position)
+            try:
+                is_aborted = end_txn_marker_type(batch) is EndTxnMarker.ABORT
+            except KafkaError:
+                is_aborted = False  # an unreadable marker (CRC-valid, so never written so)
+            self.update_txn_index(completed, is_aborted)
+
     def _streamed_crc(self, start: int, end: int) -> int:
         crc = 0
         position = start
@@ -475,6 +550,7 @@ class LogSegment:
         position, _ = found
         self.offset_index.truncate_to(offset)
         self.time_index.truncate_to(offset)
+        self.txn_index.truncate_to(offset)
         truncated = self._size - position
         os.ftruncate(self.fd, position)
         self._size = position
@@ -499,10 +575,11 @@ class LogSegment:
     # -- lifecycle ----------------------------------------------------------------------
 
     def flush(self) -> None:
-        """fsync the log file and msync the index mappings."""
+        """fsync the log and transaction index files and msync the index mappings."""
         os.fsync(self.fd)
         self.offset_index.flush()
         self.time_index.flush()
+        self.txn_index.flush()
 
     def close(self) -> None:
         if self._fd is None:
@@ -517,12 +594,14 @@ class LogSegment:
             self._fd = None
         self.offset_index.delete()
         self.time_index.delete()
+        self.txn_index.delete()
         self.log_path.unlink(missing_ok=True)
 
     def change_file_suffixes(self, old_suffix: str, new_suffix: str) -> None:
-        """Rename the three files, e.g. ``.cleaned`` -> ``.swap`` (Kafka's name); open
-        descriptors and mappings stay valid."""
-        for index in (self.offset_index, self.time_index):
+        """Rename the files, e.g. ``.cleaned`` -> ``.swap`` (Kafka's name), the ``.log``
+        last (its new name is what marks the step done); open descriptors and mappings
+        stay valid."""
+        for index in (self.offset_index, self.time_index, self.txn_index):
             index.rename_to(_replace_suffix(index.path, old_suffix, new_suffix))
         new_log_path = _replace_suffix(self.log_path, old_suffix, new_suffix)
         os.rename(self.log_path, new_log_path)
@@ -536,12 +615,13 @@ class LogSegment:
             self._fd = None
         self.offset_index.close_mapping()
         self.time_index.close_mapping()
+        self.txn_index.close()
         self.change_file_suffixes("", DELETED_FILE_SUFFIX)
 
     def flush_handles(self) -> tuple[int, list[Path]]:
         """A duplicate of the log descriptor and the index paths, for an fsync from a
         worker thread that must not race with ``close`` (the caller closes the dup)."""
-        return os.dup(self.fd), [self.offset_index.path, self.time_index.path]
+        return os.dup(self.fd), [self.offset_index.path, self.time_index.path, self.txn_index.path]
 
 
 def _replace_suffix(path: Path, old_suffix: str, new_suffix: str) -> Path:

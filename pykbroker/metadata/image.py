@@ -16,6 +16,8 @@ from typing import Any
 from . import schemas
 from .records import MetadataRecord
 
+_ZERO_UUID = uuid.UUID(int=0)
+
 
 @dataclass(frozen=True, slots=True)
 class PartitionRegistration:
@@ -46,6 +48,9 @@ class BrokerRegistration:
     port: int
     rack: str | None
     fenced: bool
+    #: The broker epoch (the offset of its RegisterBrokerRecord, as Kafka assigns it).
+    epoch: int = -1
+    incarnation_id: uuid.UUID = _ZERO_UUID
 
 
 TOPIC_RESOURCE = 2
@@ -139,12 +144,35 @@ class MetadataDelta:
             endpoints = data["end_points"]
             host, port = (endpoints[0]["host"], endpoints[0]["port"]) if endpoints else ("", -1)
             self._brokers[data["broker_id"]] = BrokerRegistration(
-                data["broker_id"], host, port, data["rack"], bool(data["fenced"])
+                data["broker_id"],
+                host,
+                port,
+                data["rack"],
+                bool(data["fenced"]),
+                data["broker_epoch"],
+                data["incarnation_id"],
             )
+        elif message is schemas.FENCE_BROKER_RECORD:
+            self._set_fenced(data["id"], data["epoch"], True)
+        elif message is schemas.UNFENCE_BROKER_RECORD:
+            self._set_fenced(data["id"], data["epoch"], False)
+        elif message is schemas.BROKER_REGISTRATION_CHANGE_RECORD:
+            fenced = data.get("fenced", 0)
+            if fenced:  # Kafka's BrokerRegistrationFencingChange: 1 fence, -1 unfence, 0 none
+                self._set_fenced(data["broker_id"], data["broker_epoch"], fenced > 0)
+        elif message is schemas.UNREGISTER_BROKER_RECORD:
+            reg = self._brokers.get(data["broker_id"])
+            if reg is not None and reg.epoch == data["broker_epoch"]:
+                del self._brokers[data["broker_id"]]
         elif message is schemas.PRODUCER_IDS_RECORD:
             self._next_producer_id = max(self._next_producer_id, data["next_producer_id"])
         elif message is schemas.FEATURE_LEVEL_RECORD:
             self._features[data["name"]] = data["feature_level"]
+
+    def _set_fenced(self, broker_id: int, epoch: int, fenced: bool) -> None:
+        reg = self._brokers.get(broker_id)
+        if reg is not None and reg.epoch == epoch:
+            self._brokers[broker_id] = replace(reg, fenced=fenced)
 
     def _replay_partition_change(self, data: dict[str, Any]) -> None:
         parts = self._topic_partitions(data["topic_id"])

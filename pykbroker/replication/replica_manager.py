@@ -85,6 +85,7 @@ class ReplicaManager:
         self._log_config_for = log_config_for
         self._clock = clock
         self.partitions: dict[TopicPartition, Partition] = {}
+        self._image = MetadataImage()
         self._arrivals = _Waiters()
         self.shutting_down = trio.Event()
 
@@ -92,6 +93,7 @@ class ReplicaManager:
 
     def on_metadata_update(self, old: MetadataImage, new: MetadataImage) -> None:
         """Create partitions this broker now hosts; delete those of removed topics."""
+        self._image = new
         for topic_id, topic in old.topics_by_id.items():
             if topic_id not in new.topics_by_id:
                 for index in topic.partitions:
@@ -129,6 +131,10 @@ class ReplicaManager:
         """The partition if this broker leads it, else a KafkaError as Kafka answers."""
         found = self.partitions.get((topic, partition))
         if found is None:
+            known = self._image.topics.get(topic)
+            if known is not None and partition in known.partitions:
+                # In the metadata but hosted by other brokers (Kafka's ReplicaManager answers so).
+                raise KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
             raise KafkaError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
         if not found.is_leader:
             raise KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER)

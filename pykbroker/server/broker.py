@@ -1,15 +1,21 @@
 """BrokerServer: wires the components of one pykbroker process and owns its lifetime.
 
 Start-up order (as Kafka's BrokerServer/ControllerServer): format or check the log dirs
-(``meta.properties``), recover the partition logs, replay ``__cluster_metadata`` into the
-metadata image, create the hosted partitions, load the group coordinator, open the listeners,
-register this broker, then answer requests. Shutdown: stop accepting, let requests in flight
-finish (bounded by ``controlled.shutdown.timeout.ms``), answer parked fetches, then flush and
-close every log and write the clean-shutdown marker.
+(``meta.properties``; a node of a multi-node quorum must have been formatted with the cluster's
+id, ``pykbroker format``), recover the partition logs, open ``__cluster_metadata-0`` as the
+Raft log, bind the listeners and serve the CONTROLLER one, start the Raft driver (every node
+replays committed metadata records into its image and creates the partitions it hosts),
+register this broker with the active controller and wait until the registration is replayed
+locally (so the image is caught up), load the coordinators, then answer clients on the broker
+listeners and heartbeat to the controller. Shutdown: stop accepting, let requests in flight
+finish (bounded by ``controlled.shutdown.timeout.ms``), answer parked fetches, resign Raft
+leadership (EndQuorumEpoch), then flush and close every log and write the clean-shutdown
+marker.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -17,6 +23,7 @@ import trio
 
 from pykbroker.api.context import Endpoint
 from pykbroker.api.dispatch import Dispatcher
+from pykbroker.api.protocol.errors import KafkaError
 from pykbroker.clock import wall_clock_ms
 from pykbroker.config import BrokerConfig, Listener
 from pykbroker.coordinator.transaction.producer_id_manager import ProducerIdManager
@@ -31,18 +38,25 @@ from pykbroker.log.log_tasks import (
     retention_loop,
 )
 from pykbroker.metadata.controller import QuorumController
-from pykbroker.metadata.image import MetadataImage
-from pykbroker.metadata.metadata_log import METADATA_TOPIC, MetadataLog
+from pykbroker.metadata.metadata_log import MetadataLog
+from pykbroker.raft import NotLeaderError, QuorumConfig
 from pykbroker.replication.replica_manager import ReplicaManager
 
+from .controller_apis import CONTROLLER_HANDLERS, CONTROLLER_SUPPORTED
+from .controller_channel import ControllerChannel
 from .group_wiring import build_group_coordinator
+from .quorum_state_store import FileQuorumStateStore
+from .raft_driver import RaftDriver, VoterEndpoint
+from .raft_log import METADATA_PARTITION_DIR, KafkaReplicatedLog
 from .socket_server import ConnectionHandler
 from .storage import ensure_formatted
 from .txn_wiring import build_transaction_coordinator
 
 log = logging.getLogger(__name__)
 
-METADATA_LOG_CONFIG = LogConfig.from_properties({"segment.bytes": str(64 * 1024 * 1024)})
+_RESIGN_GRACE_S = 0.5
+_REGISTRATION_TIMEOUT_S = 30.0
+_REGISTRATION_RETRY_S = 1.0
 
 
 def log_config_factory(config: BrokerConfig) -> Any:
@@ -75,7 +89,8 @@ def log_config_factory(config: BrokerConfig) -> Any:
 
 
 class BrokerServer:
-    """One broker+controller process (a single-voter quorum for now)."""
+    """One broker+controller process: a voter (or observer) of the KRaft metadata quorum, a
+    CONTROLLER listener when configured, and the broker listeners."""
 
     def __init__(self, config: BrokerConfig) -> None:
         self.config = config
@@ -110,7 +125,9 @@ class BrokerServer:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start, serve until ``request_shutdown``, then shut down cleanly."""
         config = self.config
-        self.cluster_id = ensure_formatted(config.log_dirs, config.node_id)
+        self.cluster_id = ensure_formatted(
+            config.log_dirs, config.node_id, require_formatted=config.is_multi_node
+        )
         log_config_for = log_config_factory(config)
         log_manager = LogManager(
             list(config.log_dirs),
@@ -118,40 +135,87 @@ class BrokerServer:
             producer_id_expiration_ms=config.producer_id_expiration_ms,
         )
         await trio.to_thread.run_sync(log_manager.startup, wall_clock_ms())
-        metadata_log = MetadataLog(
-            log_manager.get_or_create_log(METADATA_TOPIC, 0, METADATA_LOG_CONFIG, wall_clock_ms())
+        metadata_dir = config.log_dirs[0]
+        raft_log = await trio.to_thread.run_sync(
+            KafkaReplicatedLog.open, metadata_dir / METADATA_PARTITION_DIR
         )
         try:
-            await self._serve(log_manager, metadata_log, log_config_for, task_status)
+            await self._serve(log_manager, raft_log, log_config_for, task_status)
         finally:
             with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(raft_log.close)
                 await trio.to_thread.run_sync(log_manager.shutdown)
             log.info("logs flushed and closed")
             self.stopped.set()
 
+    def _quorum_config(self) -> QuorumConfig:
+        config = self.config
+        return QuorumConfig(
+            controller_quorum_election_timeout_ms=config.controller_quorum_election_timeout_ms,
+            controller_quorum_fetch_timeout_ms=config.controller_quorum_fetch_timeout_ms,
+            controller_quorum_election_backoff_max_ms=(
+                config.controller_quorum_election_backoff_max_ms
+            ),
+            controller_quorum_request_timeout_ms=config.controller_quorum_request_timeout_ms,
+            fetch_max_wait_ms=min(500, config.controller_quorum_request_timeout_ms // 2),
+            pre_vote_enabled=False,
+        )
+
+    def _voters(self) -> dict[int, VoterEndpoint]:
+        voters = {
+            v.node_id: VoterEndpoint(v.node_id, v.host, v.port)
+            for v in self.config.controller_quorum_voters
+        }
+        # Without controller.quorum.voters a node is a one-voter quorum of itself.
+        return voters or {self.config.node_id: VoterEndpoint(self.config.node_id, "", -1)}
+
     async def _serve(
         self,
         log_manager: LogManager,
-        metadata_log: MetadataLog,
+        raft_log: KafkaReplicatedLog,
         log_config_for: Any,
         task_status: Any,
     ) -> None:
         config = self.config
+        controller_sockets, broker_sockets = await self._open_listeners()
+        controller_bound = next(
+            (b for b in self.bound if b.name in config.controller_listener_names), None
+        )
+        driver = RaftDriver(
+            node_id=config.node_id,
+            voters=self._voters(),
+            log=raft_log,
+            store=FileQuorumStateStore.in_log_dir(config.log_dirs[0]),
+            cluster_id=self.cluster_id,
+            config=self._quorum_config(),
+            listener_name=config.controller_listener_names[0],
+            controller_endpoint=(
+                (controller_bound.host or "localhost", controller_bound.port)
+                if controller_bound is not None
+                else None
+            ),
+        )
+        channel = ControllerChannel(driver, node_id=config.node_id)
         controller = QuorumController(
-            metadata_log,
+            MetadataLog(raft_log.log),
+            driver,
             node_id=config.node_id,
             default_num_partitions=config.num_partitions,
             default_replication_factor=config.default_replication_factor,
             clock=wall_clock_ms,
+            cluster_id=self.cluster_id,
+            channel=channel,
+            broker_session_timeout_ms=config.broker_session_timeout_ms,
         )
-        image = controller.load()
+        driver.add_listener(controller)
         replica_manager = ReplicaManager(
             log_manager, node_id=config.node_id, log_config_for=log_config_for, clock=wall_clock_ms
         )
-        replica_manager.on_metadata_update(MetadataImage(), image)
         controller.add_listener(replica_manager.on_metadata_update)
         self._services.update(
             controller=controller,
+            controller_channel=channel,
+            raft=driver,
             replica_manager=replica_manager,
             log_manager=log_manager,
         )
@@ -164,8 +228,113 @@ class BrokerServer:
         )
         self._services["transaction_coordinator"] = transaction_coordinator
 
-        handler = ConnectionHandler(
-            Dispatcher(self, trace=config.pykbroker_trace_requests),
+        handler = self._connection_handler(Dispatcher(self, trace=config.pykbroker_trace_requests))
+        controller_handler = self._connection_handler(
+            Dispatcher(
+                self,
+                trace=config.pykbroker_trace_requests,
+                handlers=CONTROLLER_HANDLERS,
+                supported=CONTROLLER_SUPPORTED,
+            )
+        )
+        try:
+            async with trio.open_nursery() as background:
+                await self._start_storage_tasks(background, log_manager)
+                async with trio.open_nursery() as connections:
+                    controller_scope = trio.CancelScope()
+                    broker_scope = trio.CancelScope()
+
+                    async def serve(
+                        scope: trio.CancelScope,
+                        serving: ConnectionHandler,
+                        sockets: list[trio.SocketListener],
+                    ) -> None:
+                        with scope:
+                            await trio.serve_listeners(
+                                serving, sockets, handler_nursery=connections
+                            )
+
+                    if controller_sockets:
+                        connections.start_soon(
+                            serve, controller_scope, controller_handler, controller_sockets
+                        )
+                    await background.start(driver.run)
+                    is_broker = "broker" in config.process_roles
+                    if not is_broker or await self._register(controller):
+                        await background.start(
+                            functools.partial(
+                                controller.run_broker_lifecycle,
+                                config.broker_heartbeat_interval_ms,
+                                heartbeat=is_broker,
+                            )
+                        )
+                        if is_broker:
+                            await background.start(group_coordinator.run)
+                            await background.start(transaction_coordinator.run)
+                            connections.start_soon(serve, broker_scope, handler, broker_sockets)
+                        log.info(
+                            "pykbroker started (node.id=%d, cluster.id=%s), listening on %s",
+                            config.node_id,
+                            self.cluster_id,
+                            ", ".join(str(b) for b in self.bound),
+                        )
+                        task_status.started(self)
+                        await self._shutdown.wait()
+                    log.info("shutting down: no longer accepting connections")
+                    broker_scope.cancel()
+                    for listener in broker_sockets:
+                        await listener.aclose()
+                    self.shutting_down.set()
+                    replica_manager.shutting_down.set()
+                    replica_manager.wake_fetchers()
+                    with trio.move_on_after(config.controlled_shutdown_timeout_ms / 1000):
+                        while handler.in_flight:  # noqa: ASYNC110 - a bounded drain poll
+                            await trio.sleep(0.01)
+                    await self._resign(driver)
+                    controller_scope.cancel()
+                    for listener in controller_sockets:
+                        await listener.aclose()
+                    connections.cancel_scope.cancel()
+                background.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                await channel.aclose()
+
+    async def _register(self, controller: QuorumController) -> bool:
+        """Register with the active controller, retrying (as Kafka's broker lifecycle manager)
+        until it succeeds (True) or a shutdown is requested first (False)."""
+        adv = self._advertised()
+        log.info("waiting for the metadata quorum to register node %d", self.config.node_id)
+        while not self._shutdown.is_set():  # until registered or shut down
+            with trio.move_on_after(_REGISTRATION_TIMEOUT_S) as attempt:
+                try:
+                    await controller.register_broker(adv.host, adv.port, None)
+                    return True
+                except KafkaError as exc:
+                    log.warning("broker registration failed (%s), retrying", exc)
+            if attempt.cancelled_caught:
+                log.warning("broker registration not done yet, retrying")
+            with trio.move_on_after(_REGISTRATION_RETRY_S):
+                await self._shutdown.wait()
+        return False
+
+    async def _resign(self, driver: RaftDriver) -> None:
+        """A leader that shuts down tells the voters (EndQuorumEpoch), so one of them takes over
+        at once instead of after an election timeout (as Kafka's graceful shutdown)."""
+        if not driver.is_leader or len(driver.voters) < 2:
+            return
+        try:
+            driver.resign()
+        except NotLeaderError:
+            return
+        with trio.move_on_after(_RESIGN_GRACE_S):
+            while driver.leader_and_epoch.leader_id == self.config.node_id:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+
+    def _connection_handler(self, dispatcher: Dispatcher) -> ConnectionHandler:
+        config = self.config
+        return ConnectionHandler(
+            dispatcher,
             max_frame_bytes=config.socket_request_max_bytes,
             idle_timeout_s=(
                 config.connections_max_idle_ms / 1000
@@ -176,41 +345,6 @@ class BrokerServer:
             max_connections=config.max_connections,
             max_connections_per_ip=config.max_connections_per_ip,
         )
-        async with trio.open_nursery() as background:
-            await self._start_storage_tasks(background, log_manager)
-            await background.start(group_coordinator.run)
-            await background.start(transaction_coordinator.run)
-            listeners = await self._open_listeners()
-            adv = self._advertised()
-            await controller.register_broker(adv.host, adv.port, None)
-            async with trio.open_nursery() as connections:
-                accept_scope = trio.CancelScope()
-
-                async def accept() -> None:
-                    with accept_scope:
-                        await trio.serve_listeners(handler, listeners, handler_nursery=connections)
-
-                connections.start_soon(accept)
-                log.info(
-                    "pykbroker started (node.id=%d, cluster.id=%s), listening on %s",
-                    config.node_id,
-                    self.cluster_id,
-                    ", ".join(str(b) for b in self.bound),
-                )
-                task_status.started(self)
-                await self._shutdown.wait()
-                log.info("shutting down: no longer accepting connections")
-                accept_scope.cancel()
-                for listener in listeners:
-                    await listener.aclose()
-                self.shutting_down.set()
-                replica_manager.shutting_down.set()
-                replica_manager.wake_fetchers()
-                with trio.move_on_after(config.controlled_shutdown_timeout_ms / 1000):
-                    while handler.in_flight:  # noqa: ASYNC110 - a bounded drain poll
-                        await trio.sleep(0.01)
-                connections.cancel_scope.cancel()
-            background.cancel_scope.cancel()
 
     async def _start_storage_tasks(self, background: trio.Nursery, log_manager: LogManager) -> None:
         """Retention, flushing, checkpoints and compaction, as Kafka's LogManager schedules."""
@@ -242,22 +376,27 @@ class BrokerServer:
                 cleaner_loop, cleaner, config.log_cleaner_backoff_ms, wall_clock_ms
             )
 
-    async def _open_listeners(self) -> list[trio.SocketListener]:
-        opened: list[trio.SocketListener] = []
+    async def _open_listeners(
+        self,
+    ) -> tuple[list[trio.SocketListener], list[trio.SocketListener]]:
+        """Bind every listener: (CONTROLLER listener sockets, broker listener sockets)."""
+        controller_sockets: list[trio.SocketListener] = []
+        broker_sockets: list[trio.SocketListener] = []
         for listener in self.config.listeners:
-            if listener.name in self.config.controller_listener_names and (
-                len(self.config.listeners) > 1
-            ):
-                continue  # the controller listener serves the KRaft quorum (not wired yet)
+            # A lone listener of a broker serves clients whatever its name (single-node setups).
+            is_controller = listener.name in self.config.controller_listener_names and (
+                len(self.config.listeners) > 1 or "broker" not in self.config.process_roles
+            )
             host = listener.host or None
             socket_listeners = await trio.open_tcp_listeners(listener.port, host=host)
             port = socket_listeners[0].socket.getsockname()[1]
             self.bound.append(Listener(listener.name, listener.host, port))
-            opened.extend(socket_listeners)
-        return opened
+            (controller_sockets if is_controller else broker_sockets).extend(socket_listeners)
+        return controller_sockets, broker_sockets
 
     def _advertised(self) -> Endpoint:
-        bound = {b.name: b for b in self.bound}
+        names = self.config.controller_listener_names
+        bound = {b.name: b for b in self.bound if b.name not in names or len(self.bound) == 1}
         chosen = None
         for adv in self.config.advertised:
             if adv.name in bound:
@@ -266,7 +405,7 @@ class BrokerServer:
                 chosen = Endpoint(self.config.node_id, host, port)
                 break
         if chosen is None:
-            first = self.bound[0]
+            first = next(iter(bound.values()))
             chosen = Endpoint(self.config.node_id, first.host or "localhost", first.port)
         self._endpoint = chosen
         return chosen

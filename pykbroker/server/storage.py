@@ -47,15 +47,33 @@ def _write(path: Path, props: dict[str, str]) -> None:
     os.replace(tmp, path)
 
 
+def read_meta_properties(log_dir: Path) -> dict[str, str]:
+    """The ``meta.properties`` of ``log_dir`` ({} when it is not formatted)."""
+    meta = log_dir / META_PROPERTIES
+    return _read(meta) if meta.exists() else {}
+
+
 def ensure_formatted(
-    log_dirs: tuple[Path, ...], node_id: int, cluster_id: str | None = None
+    log_dirs: tuple[Path, ...],
+    node_id: int,
+    cluster_id: str | None = None,
+    *,
+    require_formatted: bool = False,
 ) -> str:
-    """Create or check ``meta.properties`` in every log dir; return the cluster id."""
+    """Create or check ``meta.properties`` in every log dir; return the cluster id.
+
+    With ``require_formatted`` (a node of a multi-node quorum) an unformatted directory is an
+    error, as in Kafka: every node must be formatted with the same cluster id first."""
     found: dict[Path, dict[str, str]] = {}
     for log_dir in log_dirs:
         meta = log_dir / META_PROPERTIES
         if meta.exists():
             found[log_dir] = _read(meta)
+    if require_formatted and not found:
+        raise StorageError(
+            f"no {META_PROPERTIES} in {', '.join(map(str, log_dirs))}: format the log dirs of "
+            "every node with the same cluster id first (pykbroker format --cluster-id ID)"
+        )
     cluster_ids = {props.get("cluster.id") for props in found.values()}
     if len(cluster_ids) > 1:
         raise StorageError(

@@ -58,5 +58,9 @@ def build_transaction_coordinator(
         offsets_topic_num_partitions=config.offsets_topic_num_partitions,
         max_timeout_ms=config.transaction_max_timeout_ms,
         abort_check_interval_ms=config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+        transactional_id_expiration_ms=config.transactional_id_expiration_ms,
+        remove_expired_interval_ms=(
+            config.transaction_remove_expired_transaction_cleanup_interval_ms
+        ),
         clock=wall_clock_ms,
     )

@@ -119,6 +119,18 @@ async def test_consumer_group_describe_v0(broker: FakeBroker) -> None:
     assert missing["error_code"] == ErrorCode.GROUP_ID_NOT_FOUND
 
 
+async def test_consumer_group_describe_v1_says_members_use_the_consumer_protocol(
+    broker: FakeBroker,
+) -> None:
+    await call(broker, consumer_group_heartbeat, 1, join_body())
+    request = {"group_ids": ["cg"], "include_authorized_operations": False}
+    [v1] = (await call(broker, consumer_group_describe, 1, request))["groups"]
+    [v0] = (await call(broker, consumer_group_describe, 0, request))["groups"]
+    assert [m["member_type"] for m in v1["members"]] == [1]
+    assert [m["member_type"] for m in v0["members"]] == [-1]  # not on the wire before v1
+    assert v1["authorized_operations"] == -2147483648
+
+
 @pytest.mark.parametrize("version", versions(describe_groups))
 async def test_describe_groups_every_version(broker: FakeBroker, version: int) -> None:
     member_id = await join_and_sync(broker, 9, 5)

@@ -1,4 +1,4 @@
-"""ConsumerGroupDescribe (key 69), version 0 (1 when declared).
+"""ConsumerGroupDescribe (key 69), versions 0-1.
 
 Behaviour: describes consumer (KIP-848) groups: state (Empty, Assigning, Reconciling,
 Stable), group epoch, target assignment epoch, the assignor in use, and each member: member
@@ -11,10 +11,8 @@ are all granted (no authorizer): READ, DELETE, DESCRIBE, DESCRIBE_CONFIGS, ALTER
 Per version: v0 as above; v1 (KIP-1099) adds ``member_type`` (1: consumer protocol), which
 this module fills in.
 
-Not registered yet: Kafka 4.1 advertises v0-1, and this broker advertises exactly 4.1's range
-for every API it serves, but the declaration (generated from shared/kafka-protocol's 2024
-trunk JSON) has only v0, so a client choosing v1 could not be decoded. Once the JSON of v1 is
-vendored and the declarations regenerated, add this module to ``handlers/__init__.py``.
+v1 is declared from Kafka's change (KAFKA-17750) since the shared JSON predates it: see
+``LATER_VERSIONS`` in tools/gen_messages.py.
 
 Not implemented: ACLs (GROUP/TOPIC_AUTHORIZATION_FAILED), classic members in consumer groups
 (member_type 0).

@@ -18,9 +18,9 @@ replica state (follower fetches are served by the replication layer, not here ye
 
 read_committed (isolation_level 1) reads up to the last stable offset and answers
 ``aborted_transactions``: the (producer id, first offset) of every aborted transaction
-overlapping the range read, from ``log.aborted_txns`` (an in-memory index rebuilt from the log),
-so the client drops aborted batches; control batches are returned as stored (clients skip
-them).
+overlapping the range read — from the fetch offset to the end of the last batch returned —
+from the segments' ``.txnindex`` files (``Log.collect_aborted_transactions``, Kafka's), so
+the client drops aborted batches; control batches are returned as stored (clients skip them).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any
 from pykbroker.api.context import RequestContext
 from pykbroker.api.protocol.api_keys import ApiKey
 from pykbroker.api.protocol.errors import ErrorCode
-from pykbroker.log import aborted_txns
+from pykbroker.log.record_batch import iter_batch_headers
 from pykbroker.replication.replica_manager import FetchPartitionRequest
 
 API_KEY = ApiKey.FETCH
@@ -47,11 +47,12 @@ def _aborted(
     found = replica_manager.get_partition(*tp)
     if found is None:
         return []
+    upper_bound_offset = result.last_stable_offset
+    for _, header in iter_batch_headers(result.records):
+        upper_bound_offset = header.next_offset
     return [
         {"producer_id": t.producer_id, "first_offset": t.first_offset}
-        for t in aborted_txns.aborted_transactions(
-            found.log, fetch_offset, result.last_stable_offset
-        )
+        for t in found.log.collect_aborted_transactions(fetch_offset, upper_bound_offset)
     ]
 
 

@@ -1,6 +1,7 @@
 """Metadata (key 3), versions 0-13.
 
-Behaviour: brokers (this node, as advertised), cluster id, controller id, and for the requested
+Behaviour: the registered brokers that are not fenced (with their advertised endpoints), the
+cluster id, the active controller (the Raft leader; -1 while none), and for the requested
 topics (all topics when the list is null, or empty at v0) their partitions with leader, leader
 epoch, replicas and ISR. Unknown topics are created when ``auto.create.topics.enable`` is true
 and the request allows it (always before v4), as Kafka's AutoTopicCreationManager does; topics
@@ -20,7 +21,7 @@ from typing import Any
 
 from pykbroker.api.context import RequestContext
 from pykbroker.api.protocol.api_keys import ApiKey
-from pykbroker.api.protocol.errors import ErrorCode
+from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.metadata.controller import CreateTopicRequest, validate_topic_name
 from pykbroker.metadata.image import MetadataImage, TopicImage
 
@@ -85,7 +86,10 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
             if name not in image.topics and allow_create and validate_topic_name(name) is None:
                 to_create.append(CreateTopicRequest(name))
         if to_create:
-            await controller.create_topics(to_create)
+            try:
+                await controller.create_topics(to_create)
+            except KafkaError:
+                pass  # no controller now: the topics are reported unknown, the client retries
             image = controller.image
         topics = []
         for item in wanted:
@@ -118,7 +122,7 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
         "throttle_time_ms": 0,
         "brokers": brokers,
         "cluster_id": ctx.broker.cluster_id,
-        "controller_id": me.node_id,
+        "controller_id": controller.controller_id,
         "topics": topics,
         "cluster_authorized_operations": (
             CLUSTER_OPERATIONS

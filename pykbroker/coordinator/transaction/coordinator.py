@@ -7,9 +7,19 @@ whole topic is replayed at start. A transaction left in PrepareCommit/PrepareAbo
 has its markers written again at load (markers are idempotent for readers).
 
 EndTxn (and a fencing InitProducerId, and the timeout abort) persists PrepareCommit /
-PrepareAbort, appends a COMMIT/ABORT control batch (``AppendOrigin.COORDINATOR``) to every
-data partition of the transaction, then persists CompleteCommit/CompleteAbort. Markers are
-written in-process (this broker leads every partition), not with WriteTxnMarkers.
+PrepareAbort, appends a COMMIT/ABORT control batch to every data partition of the transaction
+(``markers.write_txn_markers``, the path the WriteTxnMarkers handler uses too: this broker
+leads every partition, so markers are appended in-process, not sent with WriteTxnMarkers),
+then persists CompleteCommit/CompleteAbort. The coordinator epoch in the markers is the
+leader epoch of the transactional id's ``__transaction_state`` partition, as in Kafka.
+
+Every ``transaction.remove.expired.transaction.cleanup.interval.ms`` the ids in
+Empty/CompleteCommit/CompleteAbort not updated for ``transactional.id.expiration.ms`` are
+expired (Kafka's ``removeExpiredTransactionalIds``): Dead, then a tombstone in their
+``__transaction_state`` partition, then forgotten (so a restart does not bring them back).
+
+The admin views: ``describe_transaction`` (DescribeTransactions) and ``list_transactions``
+(ListTransactions), as Kafka's ``handleDescribeTransactions`` / ``listTransactionStates``.
 
 Transactional offsets (TxnOffsetCommit) are held here, per transactional id, and committed to
 the group coordinator only when the transaction commits (dropped on abort). Limitation: held
@@ -23,18 +33,16 @@ All operations are serialised by one lock (simple, and enough for one broker).
 from __future__ import annotations
 
 import logging
-import struct
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
 import trio
 
-from pykbroker.api.protocol.errors import ErrorCode
+from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.coordinator.group.records import partition_for
-from pykbroker.log import aborted_txns
-from pykbroker.log.record_batch import AppendOrigin, Record, build_batch
 
 from . import transaction_metadata as tm
+from .markers import write_txn_markers
 from .transaction_metadata import TransactionMetadata, TransactionState, TxnResult
 
 log = logging.getLogger(__name__)
@@ -42,8 +50,8 @@ log = logging.getLogger(__name__)
 TRANSACTION_STATE_TOPIC = "__transaction_state"
 OFFSETS_TOPIC = "__consumer_offsets"
 _PREPARED = (TransactionState.PREPARE_COMMIT, TransactionState.PREPARE_ABORT)
-_CONTROL_KEY = struct.Struct(">hh")
-_CONTROL_VALUE = struct.Struct(">hi")
+DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS = 604_800_000
+DEFAULT_REMOVE_EXPIRED_TRANSACTIONS_INTERVAL_MS = 3_600_000
 
 
 class TransactionLog(Protocol):
@@ -54,22 +62,6 @@ class TransactionLog(Protocol):
     ) -> None: ...
 
     def read(self, partition: int) -> Iterable[tuple[bytes, bytes | None]]: ...
-
-
-def control_batch(producer_id: int, producer_epoch: int, commit: bool, now_ms: int) -> bytes:
-    """A transaction marker: one control record, key (version 0, type), value (0, epoch 0)."""
-    record = Record(
-        key=_CONTROL_KEY.pack(0, 1 if commit else 0),
-        value=_CONTROL_VALUE.pack(0, 0),
-        timestamp=now_ms,
-    )
-    return build_batch(
-        [record],
-        producer_id=producer_id,
-        producer_epoch=producer_epoch,
-        is_transactional=True,
-        is_control=True,
-    )
 
 
 class TransactionCoordinator:
@@ -86,6 +78,8 @@ class TransactionCoordinator:
         offsets_topic_num_partitions: int = 50,
         max_timeout_ms: int = 900_000,
         abort_check_interval_ms: int = 10_000,
+        transactional_id_expiration_ms: int = DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
+        remove_expired_interval_ms: int = DEFAULT_REMOVE_EXPIRED_TRANSACTIONS_INTERVAL_MS,
         clock: Callable[[], int],
     ) -> None:
         self.storage = storage
@@ -96,6 +90,8 @@ class TransactionCoordinator:
         self.offsets_topic_num_partitions = offsets_topic_num_partitions
         self.max_timeout_ms = max_timeout_ms
         self.abort_check_interval_ms = abort_check_interval_ms
+        self.transactional_id_expiration_ms = transactional_id_expiration_ms
+        self.remove_expired_interval_ms = remove_expired_interval_ms
         self._clock = clock
         self.transactions: dict[str, TransactionMetadata] = {}
         #: transactional id -> group id -> OffsetCommit-shaped request held until commit
@@ -112,9 +108,18 @@ class TransactionCoordinator:
                 if metadata.state in _PREPARED:
                     await self._write_markers_and_complete(metadata)
         task_status.started()
-        while True:
-            await trio.sleep(self.abort_check_interval_ms / 1000)
-            await self.abort_timed_out_transactions()
+        now = trio.current_time()
+        next_abort = now + self.abort_check_interval_ms / 1000
+        next_expire = now + self.remove_expired_interval_ms / 1000
+        while True:  # a service task: runs until the broker cancels it
+            await trio.sleep_until(min(next_abort, next_expire))
+            now = trio.current_time()
+            if now >= next_abort:
+                await self.abort_timed_out_transactions()
+                next_abort = trio.current_time() + self.abort_check_interval_ms / 1000
+            if now >= next_expire:
+                await self.remove_expired_transactional_ids()
+                next_expire = trio.current_time() + self.remove_expired_interval_ms / 1000
 
     def load(self) -> None:
         """Replay every hosted ``__transaction_state`` partition."""
@@ -266,6 +271,116 @@ class TransactionCoordinator:
                 aborted += 1
         return aborted
 
+    async def remove_expired_transactional_ids(self) -> int:
+        """Expire the idle transactional ids (Kafka's ``removeExpiredTransactionalIds``): one
+        tombstone batch per ``__transaction_state`` partition, then the ids are forgotten.
+        An id whose tombstone could not be written stays as it was. The number expired."""
+        removed = 0
+        async with self._lock:
+            now = self._clock()
+            by_partition: dict[int, list[TransactionMetadata]] = {}
+            for metadata in tm.expired(
+                self.transactions.values(), now, self.transactional_id_expiration_ms
+            ):
+                by_partition.setdefault(self.partition_for(metadata.transactional_id), []).append(
+                    tm.prepare_dead(metadata, now)
+                )
+            for partition, dead in sorted(by_partition.items()):
+                tombstones = [(tm.transaction_log_key(d.transactional_id), None) for d in dead]
+                try:
+                    await self.storage.append(partition, tombstones)
+                except KafkaError as exc:
+                    log.warning(
+                        "expiring %d transactional ids of %s-%d failed: %s",
+                        len(dead),
+                        TRANSACTION_STATE_TOPIC,
+                        partition,
+                        exc,
+                    )
+                    continue
+                for d in dead:
+                    log.info("expired transactional id %r", d.transactional_id)
+                    self.transactions.pop(d.transactional_id, None)
+                    self.pending_offsets.pop(d.transactional_id, None)
+                removed += len(dead)
+        return removed
+
+    # -- admin views -------------------------------------------------------------------------
+
+    def describe_transaction(self, transactional_id: str) -> dict[str, Any]:
+        """One DescribeTransactions ``TransactionState`` entry (Kafka's
+        ``handleDescribeTransactions``)."""
+        entry: dict[str, Any] = {
+            "error_code": ErrorCode.NO_ERROR,
+            "transactional_id": transactional_id,
+            "transaction_state": "",
+            "transaction_timeout_ms": 0,
+            "transaction_start_time_ms": 0,
+            "producer_id": 0,
+            "producer_epoch": 0,
+            "topics": [],
+        }
+        metadata = self.transactions.get(transactional_id)
+        if not self.loaded:
+            entry["error_code"] = ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+        elif not transactional_id:
+            entry["error_code"] = ErrorCode.INVALID_REQUEST
+        elif metadata is None or metadata.state is TransactionState.DEAD:
+            entry["error_code"] = ErrorCode.TRANSACTIONAL_ID_NOT_FOUND
+        else:
+            by_topic: dict[str, list[int]] = {}
+            for topic, partition in sorted(metadata.partitions):
+                by_topic.setdefault(topic, []).append(partition)
+            entry.update(
+                transaction_state=metadata.state.kafka_name,
+                transaction_timeout_ms=metadata.transaction_timeout_ms,
+                transaction_start_time_ms=metadata.txn_start_timestamp_ms,
+                producer_id=metadata.producer_id,
+                producer_epoch=metadata.producer_epoch,
+                topics=[{"topic": t, "partitions": p} for t, p in by_topic.items()],
+            )
+        return entry
+
+    def list_transactions(
+        self,
+        state_filters: Collection[str],
+        producer_id_filters: Collection[int],
+        duration_filter_ms: int = -1,
+        transactional_id_pattern: str | None = None,
+    ) -> dict[str, Any]:
+        """A ListTransactions response body (Kafka's ``listTransactionStates``)."""
+        response: dict[str, Any] = {
+            "throttle_time_ms": 0,
+            "error_code": ErrorCode.NO_ERROR,
+            "unknown_state_filters": [],
+            "transaction_states": [],
+        }
+        if not self.loaded:
+            response["error_code"] = ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+            return response
+        try:
+            include, unknown = tm.list_filter(
+                state_filters,
+                producer_id_filters,
+                duration_filter_ms,
+                transactional_id_pattern,
+                self._clock(),
+            )
+        except tm.InvalidPattern:
+            response["error_code"] = ErrorCode.INVALID_REGULAR_EXPRESSION
+            return response
+        response["unknown_state_filters"] = unknown
+        response["transaction_states"] = [
+            {
+                "transactional_id": m.transactional_id,
+                "producer_id": m.producer_id,
+                "transaction_state": m.state.kafka_name,
+            }
+            for _, m in sorted(self.transactions.items())
+            if include(m)
+        ]
+        return response
+
     # -- internals ---------------------------------------------------------------------------
 
     async def _persist(self, metadata: TransactionMetadata) -> None:
@@ -273,15 +388,38 @@ class TransactionCoordinator:
         await self.storage.append(self.partition_for(metadata.transactional_id), [(key, value)])
         self.transactions[metadata.transactional_id] = metadata
 
+    def coordinator_epoch(self, transactional_id: str) -> int:
+        """The leader epoch of the id's ``__transaction_state`` partition (Kafka's coordinator
+        epoch, written in markers); 0 before the topic exists."""
+        found = self.replica_manager.get_partition(
+            TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id)
+        )
+        epoch = getattr(found, "leader_epoch", 0) if found is not None else 0
+        return max(int(epoch), 0)
+
     async def _write_markers_and_complete(self, metadata: TransactionMetadata) -> None:
         commit = metadata.state is TransactionState.PREPARE_COMMIT
         transactional_id = metadata.transactional_id
-        now = self._clock()
         held = self.pending_offsets.pop(transactional_id, {})
-        for topic, partition in sorted(metadata.partitions):
-            if topic == OFFSETS_TOPIC:
-                continue
-            self._write_marker(metadata, topic, partition, commit, now)
+        errors = write_txn_markers(
+            self.replica_manager,
+            metadata.producer_id,
+            metadata.producer_epoch,
+            self.coordinator_epoch(transactional_id),
+            commit,
+            sorted(tp for tp in metadata.partitions if tp[0] != OFFSETS_TOPIC),
+            self._clock(),
+        )
+        for (topic, partition), error in errors.items():
+            if error != ErrorCode.NO_ERROR:  # Kafka retries or drops; here the txn completes
+                log.warning(
+                    "no %s marker of %r on %s-%d: %s",
+                    "COMMIT" if commit else "ABORT",
+                    transactional_id,
+                    topic,
+                    partition,
+                    error.name,
+                )
         if commit:
             for request in held.values():
                 try:
@@ -289,27 +427,3 @@ class TransactionCoordinator:
                 except Exception:  # a lost offset commit must not wedge the coordinator
                     log.exception("committing the offsets of %r failed", transactional_id)
         await self._persist(tm.complete(metadata, self._clock()))
-
-    def _write_marker(
-        self, metadata: TransactionMetadata, topic: str, partition: int, commit: bool, now: int
-    ) -> None:
-        found = self.replica_manager.get_partition(topic, partition)
-        if found is None:
-            log.warning("no partition %s-%d for a transaction marker", topic, partition)
-            return
-        entry = found.log.producer_state.last_entry(metadata.producer_id)
-        first_offset = entry.current_txn_first_offset if entry is not None else -1
-        batch = control_batch(metadata.producer_id, metadata.producer_epoch, commit, now)
-        results = self.replica_manager.append_records(
-            {(topic, partition): batch}, -1, origin=AppendOrigin.COORDINATOR
-        )
-        outcome = results[(topic, partition)]
-        if outcome.error != ErrorCode.NO_ERROR:
-            log.warning(
-                "transaction marker to %s-%d failed: %s", topic, partition, outcome.error.name
-            )
-            return
-        if not commit:
-            aborted_txns.record_abort(
-                found.log, metadata.producer_id, first_offset, outcome.base_offset
-            )

@@ -18,14 +18,22 @@ transaction to its Complete state once its markers are written.
 Invariant: a transition is applied only from the states Kafka's ``validPreviousStates``
 allow; a returned metadata is a new object, the input is never mutated.
 
-Not implemented yet: transactions version 2 (KIP-890 part 2 epoch bump per transaction),
-``transactional.id.expiration.ms`` (Dead state), the driver that appends the records,
-sends WriteTxnMarkers and runs the timeout check (this module is its core).
+Expiration (``transactional.id.expiration.ms``, Kafka's ``removeExpiredTransactionalIds``):
+``expired`` picks the ids in Empty/CompleteCommit/CompleteAbort not updated for that long and
+``prepare_dead`` moves one to Dead (its ``__transaction_state`` record is then a tombstone).
+The admin views are here too: ``TransactionState.kafka_name`` (the names DescribeTransactions
+and ListTransactions answer) and ``list_filter`` (ListTransactions' state, producer id,
+duration and transactional id pattern filters, as Kafka's ``listTransactionStates``).
+
+Not implemented yet: transactions version 2 (KIP-890 part 2 epoch bump per transaction).
+The driver (records, markers, timers) is ``coordinator.py``.
 """
 
 from __future__ import annotations
 
+import re
 import struct
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
@@ -37,6 +45,7 @@ from . import schemas
 
 __all__ = [
     "MAX_PRODUCER_EPOCH",
+    "InvalidPattern",
     "TransactionMetadata",
     "TransactionState",
     "TxnResult",
@@ -44,8 +53,12 @@ __all__ = [
     "add_partitions",
     "complete",
     "end_transaction",
+    "expired",
     "init_producer_id",
+    "list_filter",
+    "prepare_dead",
     "read_transaction_log_record",
+    "transaction_log_key",
     "transaction_log_record",
 ]
 
@@ -65,6 +78,35 @@ class TransactionState(IntEnum):
     COMPLETE_ABORT = 5
     DEAD = 6
     PREPARE_EPOCH_FENCE = 7
+
+    @property
+    def kafka_name(self) -> str:
+        """The name Kafka's admin APIs use (``TransactionState.name``), e.g. PrepareCommit."""
+        return _KAFKA_NAMES[self]
+
+    @classmethod
+    def from_name(cls, name: str) -> TransactionState | None:
+        """The state Kafka calls ``name`` (case-sensitive, as Kafka), None if there is none."""
+        return _BY_KAFKA_NAME.get(name)
+
+    @property
+    def is_expiration_allowed(self) -> bool:
+        """Kafka's ``isExpirationAllowed``: no transaction in flight."""
+        return self in (TransactionState.EMPTY, *_COMPLETE)
+
+
+_KAFKA_NAMES = {
+    TransactionState.EMPTY: "Empty",
+    TransactionState.ONGOING: "Ongoing",
+    TransactionState.PREPARE_COMMIT: "PrepareCommit",
+    TransactionState.PREPARE_ABORT: "PrepareAbort",
+    TransactionState.COMPLETE_COMMIT: "CompleteCommit",
+    TransactionState.COMPLETE_ABORT: "CompleteAbort",
+    TransactionState.DEAD: "Dead",
+    TransactionState.PREPARE_EPOCH_FENCE: "PrepareEpochFence",
+}
+_BY_KAFKA_NAME = {name: state for state, name in _KAFKA_NAMES.items()}
+_COMPLETE = (TransactionState.COMPLETE_COMMIT, TransactionState.COMPLETE_ABORT)
 
 
 _S = TransactionState
@@ -274,17 +316,91 @@ def abort_timed_out(current: TransactionMetadata, now_ms: int) -> TransactionMet
     return _fence_epoch(current, now_ms).transition_to(_S.PREPARE_ABORT, now_ms)
 
 
+def expired(
+    transactions: Iterable[TransactionMetadata], now_ms: int, expiration_ms: int
+) -> list[TransactionMetadata]:
+    """Kafka's ``shouldExpire``: the ids with no transaction in flight whose last update is at
+    least ``transactional.id.expiration.ms`` old."""
+    return [
+        t
+        for t in transactions
+        if t.state.is_expiration_allowed
+        and t.txn_last_update_timestamp_ms <= now_ms - expiration_ms
+    ]
+
+
+def prepare_dead(current: TransactionMetadata, now_ms: int) -> TransactionMetadata:
+    """Kafka's ``prepareDead``: the id is being expired (its record becomes a tombstone)."""
+    return current.transition_to(_S.DEAD, now_ms, partitions=frozenset())
+
+
+class InvalidPattern(ValueError):
+    """A ListTransactions ``transactional_id_pattern`` that is not a regular expression."""
+
+
+def list_filter(
+    state_names: Collection[str],
+    producer_ids: Collection[int],
+    duration_ms: int,
+    transactional_id_pattern: str | None,
+    now_ms: int,
+) -> tuple[Callable[[TransactionMetadata], bool], list[str]]:
+    """ListTransactions' filters as Kafka's ``listTransactionStates``: the predicate and the
+    state filters Kafka does not know (``unknown_state_filters``).
+
+    Dead ids are never listed; an empty state or producer id filter lets everything through;
+    a duration filter >= 0 keeps transactions started more than ``duration_ms`` ago; a
+    non-empty pattern must match the whole transactional id (Java's ``Matcher.matches``).
+    Raises ``InvalidPattern`` for a pattern that does not compile.
+    """
+    states: set[TransactionState] = set()
+    unknown: list[str] = []
+    for name in dict.fromkeys(state_names):  # a set in Kafka: each unknown name once
+        state = TransactionState.from_name(name)
+        if state is None:
+            unknown.append(name)
+        else:
+            states.add(state)
+    pattern: re.Pattern[str] | None = None
+    if transactional_id_pattern:
+        try:
+            pattern = re.compile(transactional_id_pattern)
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise InvalidPattern(str(exc)) from None
+    pids = frozenset(producer_ids)
+    filter_states = bool(state_names)
+
+    def include(metadata: TransactionMetadata) -> bool:
+        if metadata.state is _S.DEAD:
+            return False
+        if pids and metadata.producer_id not in pids:
+            return False
+        if filter_states and metadata.state not in states:
+            return False
+        if duration_ms >= 0 and now_ms - metadata.txn_start_timestamp_ms <= duration_ms:
+            return False
+        return pattern is None or pattern.fullmatch(metadata.transactional_id) is not None
+
+    return include, unknown
+
+
 # -- __transaction_state records -------------------------------------------------------------
+
+
+def transaction_log_key(transactional_id: str) -> bytes:
+    """The key of a ``__transaction_state`` record (TransactionLogKey v0); with a null value
+    it is the tombstone of an expired id."""
+    return _INT16.pack(TRANSACTION_LOG_KEY_VERSION) + codec.encode(
+        schemas.TRANSACTION_LOG_KEY,
+        TRANSACTION_LOG_KEY_VERSION,
+        {"transactional_id": transactional_id},
+    )
 
 
 def transaction_log_record(metadata: TransactionMetadata) -> tuple[bytes, bytes]:
     """The (key, value) of the ``__transaction_state`` record (TransactionLogKey v0,
     TransactionLogValue v0: the version Kafka writes for transactions version 1)."""
-    key = _INT16.pack(TRANSACTION_LOG_KEY_VERSION) + codec.encode(
-        schemas.TRANSACTION_LOG_KEY,
-        TRANSACTION_LOG_KEY_VERSION,
-        {"transactional_id": metadata.transactional_id},
-    )
+    key = transaction_log_key(metadata.transactional_id)
     by_topic: dict[str, list[int]] = {}
     for topic, partition in sorted(metadata.partitions):
         by_topic.setdefault(topic, []).append(partition)

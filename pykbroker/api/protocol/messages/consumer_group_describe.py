@@ -10,7 +10,7 @@ from pykbroker.api.protocol.schema import F, M
 REQUEST = M(
     "ConsumerGroupDescribeRequest",
     "request",
-    "0",
+    "0-1",
     "0+",
     F("group_ids", "[]string", "0+"),
     F("include_authorized_operations", "bool", "0+"),
@@ -20,7 +20,7 @@ REQUEST = M(
 RESPONSE = M(
     "ConsumerGroupDescribeResponse",
     "response",
-    "0",
+    "0-1",
     "0+",
     F("throttle_time_ms", "int32", "0+"),
     F(
@@ -72,6 +72,7 @@ RESPONSE = M(
                     F("partitions", "[]int32", "0+"),
                 ),
             ),
+            F("member_type", "int8", "1+", default=-1),
         ),
         F("authorized_operations", "int32", "0+", default=-2147483648),
     ),

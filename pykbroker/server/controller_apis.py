@@ -1,0 +1,195 @@
+"""The KRaft CONTROLLER listener's APIs (what Kafka's ``ControllerApis`` serves).
+
+A listener named in ``controller.listener.names`` serves only: ApiVersions (listing exactly these
+APIs), the Raft RPCs -- Vote (v0-1), BeginQuorumEpoch (v0-1), EndQuorumEpoch (v0-1), Fetch (v13-18,
+of ``__cluster_metadata-0`` only) and FetchSnapshot (v0-1), handed to the ``RaftDriver`` -- and the
+controller RPCs brokers send to the active controller: DescribeQuorum, BrokerRegistration (v0-4),
+BrokerHeartbeat (v0-1), CreateTopics (v2-7), DeleteTopics (v1-6), CreatePartitions (v0-3) and
+AllocateProducerIds (v0). A node that is not the Raft leader answers the controller RPCs with
+NOT_CONTROLLER, as Kafka's controller does; the broker's ``ControllerChannel`` then retries with
+the new leader.
+
+Not served here (Kafka's controller has them): AlterPartition,
+IncrementalAlterConfigs, ElectLeaders, AddRaftVoter/RemoveRaftVoter (KIP-853), Envelope.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pykbroker.api.context import RequestContext
+from pykbroker.api.error_responses import error_response
+from pykbroker.api.handlers import api_versions, create_partitions, create_topics, delete_topics
+from pykbroker.api.handlers.describe_quorum import describe_quorum_locally
+from pykbroker.api.protocol.api_keys import ApiKey
+from pykbroker.api.protocol.errors import ErrorCode, KafkaError
+from pykbroker.coordinator.transaction.producer_id_manager import PRODUCER_ID_BLOCK_SIZE
+from pykbroker.raft import (
+    BeginQuorumEpochRequest,
+    BeginQuorumEpochResponse,
+    EndQuorumEpochRequest,
+    EndQuorumEpochResponse,
+    FetchRequest,
+    FetchResponse,
+    FetchSnapshotResponse,
+    RaftRequest,
+    RaftResponse,
+    VoteRequest,
+    VoteResponse,
+    wire,
+)
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[RequestContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+_RAFT_APIS = (ApiKey.VOTE, ApiKey.BEGIN_QUORUM_EPOCH, ApiKey.END_QUORUM_EPOCH, 1, 59)
+
+
+def error_raft_response(body: RaftRequest, code: ErrorCode) -> RaftResponse:
+    """A raft response carrying ``code`` and no leader knowledge (epoch -1)."""
+    if isinstance(body, VoteRequest):
+        return VoteResponse(code, -1, -1)
+    if isinstance(body, BeginQuorumEpochRequest):
+        return BeginQuorumEpochResponse(code, -1, -1)
+    if isinstance(body, EndQuorumEpochRequest):
+        return EndQuorumEpochResponse(code, -1, -1)
+    if isinstance(body, FetchRequest):
+        return FetchResponse(code, -1, -1)
+    return FetchSnapshotResponse(code, -1, -1)
+
+
+def _raft_handler(api_key: int) -> Handler:
+    async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        version = ctx.api_version
+        try:
+            body = wire.request_from_wire(api_key, version, request)
+        except (wire.WireError, KeyError) as exc:
+            return error_response(api_key, version, request, ErrorCode.INVALID_REQUEST, str(exc))
+        response = await ctx.broker.service("raft").handle_request(body)
+        if response is None:
+            response = error_raft_response(body, ErrorCode.REQUEST_TIMED_OUT)
+        return wire.to_wire(response, version)
+
+    return handle
+
+
+def _controller_only(handler: Handler, api_key: int) -> Handler:
+    """Answer NOT_CONTROLLER unless this node leads the quorum."""
+
+    async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any] | None:
+        if not ctx.broker.service("controller").is_raft_leader:
+            return error_response(api_key, ctx.api_version, request, ErrorCode.NOT_CONTROLLER, None)
+        return await handler(ctx, request)
+
+    return handle
+
+
+async def handle_api_versions(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+    from pykbroker.api.dispatch import advertised_api_keys
+
+    response = await api_versions.handle(ctx, request)
+    response["api_keys"] = advertised_api_keys(CONTROLLER_SUPPORTED)
+    return response
+
+
+async def handle_describe_quorum(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+    return describe_quorum_locally(ctx)
+
+
+async def handle_broker_registration(
+    ctx: RequestContext, request: dict[str, Any]
+) -> dict[str, Any]:
+    controller = ctx.broker.service("controller")
+    listeners = [
+        {
+            "name": item["name"],
+            "host": item["host"],
+            "port": item["port"],
+            "security_protocol": item["security_protocol"],
+        }
+        for item in request["listeners"]
+    ]
+    try:
+        epoch = await controller.handle_broker_registration(
+            request["broker_id"],
+            request["cluster_id"],
+            request["incarnation_id"],
+            listeners,
+            request["rack"],
+        )
+    except KafkaError as exc:
+        return {"throttle_time_ms": 0, "error_code": exc.code, "broker_epoch": -1}
+    return {"throttle_time_ms": 0, "error_code": ErrorCode.NO_ERROR, "broker_epoch": epoch}
+
+
+async def handle_broker_heartbeat(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+    controller = ctx.broker.service("controller")
+    try:
+        error, fenced = await controller.handle_broker_heartbeat(
+            request["broker_id"], request["broker_epoch"], request["want_fence"]
+        )
+    except KafkaError as exc:
+        error, fenced = exc.code, True
+    return {
+        "throttle_time_ms": 0,
+        "error_code": error,
+        "is_caught_up": error == ErrorCode.NO_ERROR,
+        "is_fenced": fenced,
+        "should_shut_down": False,
+    }
+
+
+async def handle_allocate_producer_ids(
+    ctx: RequestContext, request: dict[str, Any]
+) -> dict[str, Any]:
+    controller = ctx.broker.service("controller")
+    try:
+        start = await controller.handle_allocate_producer_ids(
+            request["broker_id"], request["broker_epoch"], PRODUCER_ID_BLOCK_SIZE
+        )
+    except KafkaError as exc:
+        return {
+            "throttle_time_ms": 0,
+            "error_code": exc.code,
+            "producer_id_start": -1,
+            "producer_id_len": 0,
+        }
+    return {
+        "throttle_time_ms": 0,
+        "error_code": ErrorCode.NO_ERROR,
+        "producer_id_start": start,
+        "producer_id_len": PRODUCER_ID_BLOCK_SIZE,
+    }
+
+
+CONTROLLER_HANDLERS: dict[int, Handler] = {
+    ApiKey.API_VERSIONS: handle_api_versions,
+    ApiKey.DESCRIBE_QUORUM: handle_describe_quorum,
+    ApiKey.BROKER_REGISTRATION: _controller_only(
+        handle_broker_registration, ApiKey.BROKER_REGISTRATION
+    ),
+    ApiKey.BROKER_HEARTBEAT: _controller_only(handle_broker_heartbeat, ApiKey.BROKER_HEARTBEAT),
+    ApiKey.CREATE_TOPICS: _controller_only(create_topics.handle, ApiKey.CREATE_TOPICS),
+    ApiKey.DELETE_TOPICS: _controller_only(delete_topics.handle, ApiKey.DELETE_TOPICS),
+    ApiKey.CREATE_PARTITIONS: _controller_only(create_partitions.handle, ApiKey.CREATE_PARTITIONS),
+    ApiKey.ALLOCATE_PRODUCER_IDS: _controller_only(
+        handle_allocate_producer_ids, ApiKey.ALLOCATE_PRODUCER_IDS
+    ),
+}
+CONTROLLER_HANDLERS.update({key: _raft_handler(key) for key in _RAFT_APIS})
+
+#: Versions served on the CONTROLLER listener.
+CONTROLLER_SUPPORTED: dict[int, tuple[int, int]] = {
+    ApiKey.API_VERSIONS: (0, 4),
+    ApiKey.DESCRIBE_QUORUM: (0, 2),
+    ApiKey.BROKER_REGISTRATION: (0, 4),
+    ApiKey.BROKER_HEARTBEAT: (0, 1),
+    ApiKey.CREATE_TOPICS: (2, 7),
+    ApiKey.DELETE_TOPICS: (1, 6),
+    ApiKey.CREATE_PARTITIONS: (0, 3),
+    ApiKey.ALLOCATE_PRODUCER_IDS: (0, 0),
+    **{key: wire.version_range(key) for key in _RAFT_APIS},
+}

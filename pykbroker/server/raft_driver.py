@@ -1,0 +1,357 @@
+"""RaftDriver: the trio driver around the sans-I/O ``RaftReplica`` (Kafka's ``KafkaRaftClient``
+poll loop + ``KafkaNetworkChannel``).
+
+It owns one ``RaftReplica`` over the on-disk ``KafkaReplicatedLog`` of ``__cluster_metadata-0``
+and the ``quorum-state`` file (``FileQuorumStateStore``) and does every effect the replica asks
+for, in ``RaftOutput``'s order, synchronously on the trio thread so no other step can run in
+between: (1) write ``quorum-state``, (2) fsync the log, (3) send the messages, (4) publish the
+high watermark and the leader to the listener (the metadata layer), which only then reads the
+committed records. Outbound requests go to the voters' CONTROLLER endpoints
+(``controller.quorum.voters``) over ``NodeConnection`` with the KRaft RPCs on the wire (Vote v1,
+BeginQuorumEpoch v1, EndQuorumEpoch v1, Fetch v17, FetchSnapshot v1); a request that fails on the
+network is answered locally with ``BROKER_NOT_AVAILABLE`` (as Kafka's network channel does), so
+the replica backs off and retries. Inbound requests arrive from the CONTROLLER listener's
+handlers (``handle_request``) and wait for the replica's response (a Fetch may be parked up to
+its ``max_wait_ms``). A timer task ticks the replica at ``RaftOutput.next_tick_ms``.
+
+Not implemented: metadata snapshots are never generated (``create_snapshot`` is not called), so
+a follower never needs to install one; if it ever receives one, the install is logged and the
+metadata layer is not reloaded from it. Pre-vote (KIP-996) needs Vote v2, which the wire layer
+does not convert: the driver runs KIP-595 elections (``pre_vote_enabled=False``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from pykbroker.api.protocol.codec import CodecError
+from pykbroker.api.protocol.errors import ErrorCode
+from pykbroker.clock import wall_clock_ms
+from pykbroker.raft import (
+    BeginQuorumEpochRequest,
+    BeginQuorumEpochResponse,
+    EndQuorumEpochRequest,
+    EndQuorumEpochResponse,
+    FetchRequest,
+    FetchResponse,
+    FetchSnapshotResponse,
+    LeaderAndEpoch,
+    QuorumConfig,
+    QuorumInfo,
+    RaftMessage,
+    RaftOutput,
+    RaftReplica,
+    RaftRequest,
+    RaftResponse,
+    VoteRequest,
+    VoteResponse,
+    wire,
+)
+from pykbroker.raft.messages import REQUEST_TYPES
+
+from .network_client import NodeConnection, NodeUnavailable
+from .quorum_state_store import FileQuorumStateStore
+from .raft_log import KafkaReplicatedLog
+
+log = logging.getLogger(__name__)
+
+#: The version of each raft API this driver sends (Kafka 4.1 sends the newest it has).
+OUTBOUND_VERSIONS: dict[int, int] = {52: 1, 53: 1, 54: 1, 1: 17, 59: 1}
+#: Without a timer the driver still ticks this often (ms).
+_IDLE_TICK_MS = 1000
+
+
+class RaftListener(Protocol):
+    """What the metadata layer hears from the driver (Kafka's ``RaftClient.Listener``)."""
+
+    def handle_commit(self, high_watermark: int) -> None:
+        """Every record below ``high_watermark`` is committed (and flushed locally)."""
+        ...
+
+    def handle_leader_change(self, leader: LeaderAndEpoch) -> None:
+        """The quorum's leader or epoch changed."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class VoterEndpoint:
+    """A voter's CONTROLLER endpoint, from ``controller.quorum.voters``."""
+
+    node_id: int
+    host: str
+    port: int
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An inbound request waiting for the replica's response."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    response: RaftResponse | None = None
+
+
+def _source_of(body: RaftRequest) -> int:
+    if isinstance(body, VoteRequest):
+        return body.candidate_id
+    if isinstance(body, BeginQuorumEpochRequest | EndQuorumEpochRequest):
+        return body.leader_id
+    return body.replica_id
+
+
+def network_error_response(body: RaftRequest) -> RaftResponse:
+    """What a request lost on the network is answered with (Kafka's
+    ``RaftUtil.errorResponse(apiKey, BROKER_NOT_AVAILABLE)``): stale (epoch -1), so the replica
+    only backs off and retries."""
+    error = ErrorCode.BROKER_NOT_AVAILABLE
+    if isinstance(body, VoteRequest):
+        return VoteResponse(error, -1, -1)
+    if isinstance(body, BeginQuorumEpochRequest):
+        return BeginQuorumEpochResponse(error, -1, -1)
+    if isinstance(body, EndQuorumEpochRequest):
+        return EndQuorumEpochResponse(error, -1, -1)
+    if isinstance(body, FetchRequest):
+        return FetchResponse(error, -1, -1)
+    return FetchSnapshotResponse(error, -1, -1)
+
+
+class RaftDriver:
+    """Runs a ``RaftReplica`` on real files, sockets and time (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        voters: Mapping[int, VoterEndpoint],
+        log: KafkaReplicatedLog,
+        store: FileQuorumStateStore,
+        cluster_id: str | None,
+        config: QuorumConfig | None = None,
+        listener_name: str = "CONTROLLER",
+        controller_endpoint: tuple[str, int] | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.voters = dict(voters)
+        self.log = log
+        self.store = store
+        self.cluster_id = cluster_id
+        self.config = config or QuorumConfig(pre_vote_enabled=False)
+        self.listener_name = listener_name
+        self.controller_endpoint = controller_endpoint
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._listeners: list[RaftListener] = []
+        self._replica: RaftReplica | None = None
+        self._nursery: trio.Nursery | None = None
+        self._connections: dict[int, NodeConnection] = {}
+        self._pending: dict[tuple[int, int], _Pending] = {}
+        self._inbound_ids = itertools.count(1_000_000_000)
+        self._next_tick_ms: int | None = None
+        self._timer_changed = trio.Event()
+        self._closed = False
+        self.high_watermark = -1
+        self.leader_and_epoch = LeaderAndEpoch(-1, 0)
+        self.started = trio.Event()
+
+    # --- public API -----------------------------------------------------------------------
+
+    def add_listener(self, listener: RaftListener) -> None:
+        """Register before ``run``: it hears every commit and leader change from the start."""
+        self._listeners.append(listener)
+
+    @property
+    def replica(self) -> RaftReplica:
+        assert self._replica is not None, "the raft driver is not running"
+        return self._replica
+
+    @property
+    def is_leader(self) -> bool:
+        return self._replica is not None and self._replica.is_leader
+
+    def leader_endpoint(self) -> VoterEndpoint | None:
+        """The CONTROLLER endpoint of the current leader, if known."""
+        leader = self.leader_and_epoch.leader_id
+        return self.voters.get(leader) if leader >= 0 else None
+
+    def append(self, records: Sequence[bytes]) -> int:
+        """Leader only (else ``NotLeaderError``): append ``records`` as one batch in the current
+        epoch; return the offset of the last one. Committed once ``handle_commit`` passes it."""
+        replica = self.replica
+        last = replica.append(list(records), self._clock())
+        self._process(replica.take_output())
+        return last
+
+    def resign(self) -> None:
+        """Leader only (else ``NotLeaderError``): step down, telling the voters."""
+        replica = self.replica
+        replica.resign(self._clock())
+        self._process(replica.take_output())
+
+    def describe_quorum(self) -> QuorumInfo:
+        """Leader only (else ``NotLeaderError``)."""
+        return self.replica.describe_quorum()
+
+    async def handle_request(self, body: RaftRequest) -> RaftResponse | None:
+        """An inbound raft request: step it and wait for the replica's answer (None when none
+        came within ``controller.quorum.request.timeout.ms``)."""
+        if self._replica is None or self._closed:
+            return None
+        source = _source_of(body)
+        correlation_id = next(self._inbound_ids)
+        pending = _Pending()
+        key = (source, correlation_id)
+        self._pending[key] = pending
+        try:
+            message = RaftMessage(source, self.node_id, correlation_id, body)
+            self._process(self._replica.step(message, self._clock()))
+            with trio.move_on_after(self.config.controller_quorum_request_timeout_ms / 1000):
+                await pending.done.wait()
+        finally:
+            del self._pending[key]
+        return pending.response
+
+    # --- lifetime ---------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Create the replica from the files, then tick it until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                self._replica = RaftReplica(
+                    self.node_id,
+                    frozenset(self.voters) or frozenset({self.node_id}),
+                    self.log,
+                    random=self._rng,
+                    config=self.config,
+                    cluster_id=self.cluster_id,
+                    election_state=self.store.read(),
+                    now_ms=self._clock(),
+                )
+                self._process(self._replica.take_output())
+                self.started.set()
+                task_status.started(self)
+                await self._timer_loop()
+        finally:
+            self._closed = True
+            for pending in self._pending.values():
+                pending.done.set()
+            with trio.CancelScope(shield=True):
+                for connection in self._connections.values():
+                    await connection.aclose()
+
+    async def _timer_loop(self) -> None:
+        while not self._closed:  # until the run task is cancelled
+            now = self._clock()
+            deadline = self._next_tick_ms
+            delay_ms = _IDLE_TICK_MS if deadline is None else max(0, deadline - now)
+            with trio.move_on_after(min(delay_ms, _IDLE_TICK_MS) / 1000):
+                await self._timer_changed.wait()
+            self._timer_changed = trio.Event()
+            now = self._clock()
+            if self._next_tick_ms is None or now >= self._next_tick_ms:
+                self._process(self.replica.tick(now))
+
+    # --- effects, in RaftOutput's order ---------------------------------------------------
+
+    def _process(self, out: RaftOutput) -> None:
+        if self._closed:
+            return
+        if out.persist_election_state is not None:
+            self.store.write(out.persist_election_state, sorted(self.voters))
+        if out.flush_log:
+            self.log.flush()
+        for message in out.messages:
+            if message.is_request:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._send, message)
+            else:
+                pending = self._pending.get((message.destination, message.correlation_id))
+                if pending is not None:
+                    pending.response = message.body  # type: ignore[assignment]
+                    pending.done.set()
+        if out.snapshot_installed is not None:
+            log.error(
+                "installed metadata snapshot %s: loading metadata snapshots is not implemented",
+                out.snapshot_installed,
+            )
+        if out.leader_change is not None:
+            self.leader_and_epoch = out.leader_change
+            log.info(
+                "raft: node %d sees leader %d in epoch %d",
+                self.node_id,
+                out.leader_change.leader_id,
+                out.leader_change.epoch,
+            )
+            for listener in self._listeners:
+                listener.handle_leader_change(out.leader_change)
+        if out.high_watermark is not None and out.high_watermark > self.high_watermark:
+            self.high_watermark = out.high_watermark
+            self.log.high_watermark = out.high_watermark
+            for listener in self._listeners:
+                listener.handle_commit(out.high_watermark)
+        previous = self._next_tick_ms
+        self._next_tick_ms = out.next_tick_ms
+        if out.next_tick_ms is not None and (previous is None or out.next_tick_ms < previous):
+            self._timer_changed.set()
+
+    def _connection(self, node_id: int) -> NodeConnection | None:
+        connection = self._connections.get(node_id)
+        if connection is None:
+            endpoint = self.voters.get(node_id)
+            if endpoint is None:
+                return None
+            connection = NodeConnection(
+                endpoint.host,
+                endpoint.port,
+                client_id=f"raft-client-{self.node_id}",
+                connect_timeout_s=self.config.controller_quorum_request_timeout_ms / 1000,
+            )
+            self._connections[node_id] = connection
+        return connection
+
+    async def _send(self, message: RaftMessage) -> None:
+        body = message.body
+        assert isinstance(body, REQUEST_TYPES)
+        response = await self._exchange(message.destination, body)
+        if self._closed or self._replica is None:
+            return
+        reply = RaftMessage(message.destination, self.node_id, message.correlation_id, response)
+        self._process(self._replica.step(reply, self._clock()))
+
+    async def _exchange(self, destination: int, body: RaftRequest) -> RaftResponse:
+        api_key = wire.api_key(body)
+        version = OUTBOUND_VERSIONS[api_key]
+        try:
+            data = wire.to_wire(body, version, leader_endpoints=self._leader_endpoints(body))
+        except wire.UnsupportedVersionError:
+            return VoteResponse(ErrorCode.UNSUPPORTED_VERSION, -1, -1)
+        connection = self._connection(destination)
+        if connection is None:
+            return network_error_response(body)
+        try:
+            with trio.fail_after(self.config.controller_quorum_request_timeout_ms / 1000):
+                answer = await connection.request(api_key, version, data)
+            return wire.response_from_wire(api_key, version, answer)
+        except (NodeUnavailable, trio.TooSlowError) as exc:
+            log.debug(
+                "raft request %s to node %d failed: %s", type(body).__name__, destination, exc
+            )
+        except (wire.WireError, CodecError, KeyError, ValueError) as exc:
+            log.warning("bad raft response from node %d: %s", destination, exc)
+        return network_error_response(body)
+
+    def _leader_endpoints(self, body: RaftRequest) -> list[wire.Endpoint]:
+        if not isinstance(body, BeginQuorumEpochRequest | EndQuorumEpochRequest):
+            return []
+        if self.controller_endpoint is None:
+            return []
+        host, port = self.controller_endpoint
+        return [(self.listener_name, host, port)]
