@@ -7,6 +7,8 @@ a CONTROLLER listener, Kafka's default quorum timeouts). Checked with real clien
 
 * the processes form one cluster: 3 voters and one leader, every node lists 3 brokers and the
   leader as controller;
+* a producer and a consumer group work across the cluster (leaders and the group coordinator
+  on different brokers);
 * kill -9 of the active controller, repeatedly, while a client keeps creating topics: a new
   leader is elected (the election time is printed), every topic whose creation was acknowledged
   exists on every node afterwards, the killed node catches up after its restart, and a full
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from pykbroker.api.protocol import codec
@@ -186,6 +189,45 @@ def test_three_processes_form_one_cluster(cluster: ProcessCluster) -> None:
             return topic is not None and len(topic.partitions) == 5
 
         wait_until(partitions, timeout=20, what=f"5 partitions of 'grown' on node {node_id}")
+
+
+def test_produce_and_consume_in_a_group_across_the_cluster(cluster: ProcessCluster) -> None:
+    """Partition leaders on all three brokers; the group coordinator is the broker leading the
+    group's ``__consumer_offsets`` partition (FindCoordinator names it)."""
+    bootstrap = cluster.bootstrap()
+    client = admin(bootstrap)  # kept alive until the future is done
+    client.create_topics([NewTopic("spread", 3, 1)])["spread"].result(timeout=15)
+    metadata = client.list_topics(timeout=5)
+    assert {p.leader for p in metadata.topics["spread"].partitions.values()} == {1, 2, 3}
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "enable.idempotence": True, "logger": LIBRDKAFKA_LOG}
+    )
+    for i in range(30):
+        producer.produce("spread", key=str(i).encode(), value=f"v{i}".encode())
+    assert producer.flush(15) == 0
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "cluster-group",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "logger": LIBRDKAFKA_LOG,
+        }
+    )
+    try:
+        consumer.subscribe(["spread"])
+        values: set[bytes] = set()
+        deadline = time.monotonic() + 30
+        while len(values) < 30 and time.monotonic() < deadline:  # bounded by the deadline
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                values.add(message.value())
+        assert values == {f"v{i}".encode() for i in range(30)}
+        consumer.commit(asynchronous=False)
+        committed = consumer.committed([TopicPartition("spread", i) for i in range(3)], timeout=10)
+        assert sum(tp.offset for tp in committed) == 30
+    finally:
+        consumer.close()
 
 
 class TopicCreator:

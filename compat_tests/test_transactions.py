@@ -14,6 +14,11 @@ which the broker rebuilds from the log after a kill -9.
 kafka-python's KafkaAdminClient (KIP-664 tooling: list_transactions, describe_transactions,
 describe_producers, abort_transaction over WriteTxnMarkers) finds and aborts a hanging
 transaction. confluent-kafka 2.16's AdminClient has no transaction admin calls.
+
+kafka-python 3's transactional KafkaProducer (init_transactions, begin_transaction, send,
+send_offsets_to_transaction with the consumer's group metadata, commit/abort_transaction)
+runs a consume-transform-produce loop; read_committed readers see exactly the committed
+records and the group's committed offset moves with committed transactions only.
 """
 
 from __future__ import annotations
@@ -26,13 +31,14 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata
 from kafka import TopicPartition as KpTopicPartition
 from kafka.admin import AbortTransactionSpec
 
 from compat_tests.conftest import BrokerFactory, BrokerProcess, close_at_teardown
 from compat_tests.helpers import Deadline, unique_topic
 from compat_tests.test_confluent_kafka import COMMON, create_topic, new_producer
+from compat_tests.test_kafka_python import COMMON as KP_COMMON
 
 pytestmark = pytest.mark.compat
 
@@ -435,3 +441,90 @@ def test_a_transaction_open_across_a_restart_is_aborted_and_hidden(
     assert entries[0][3] == offsets[b"aborted-2"] + 1  # the ABORT marker right after
     assert entries[1][2] == offsets[b"open-0"]
     assert entries[1][3] > offsets[b"open-2"]
+
+
+# -- kafka-python's transactional producer ----------------------------------------------------
+
+
+def test_kafka_python_transactional_producer_sends_records_and_offsets(
+    broker: BrokerProcess,
+) -> None:
+    """kafka-python 3's KafkaProducer(transactional_id=...) in a consume-transform-produce
+    loop: the records and the group's offsets of committed transactions only are visible."""
+    source, sink = unique_topic("kp-txn-in"), unique_topic("kp-txn-out")
+    create_topic(broker, source)
+    create_topic(broker, sink)
+    plain = new_producer(broker)
+    for i in range(6):
+        plain.produce(source, value=b"in-%d" % i, partition=0)
+    assert plain.flush(20) == 0
+
+    group = unique_topic("kp-txn-group")
+    consumer = KafkaConsumer(
+        source,
+        bootstrap_servers=broker.bootstrap_servers,
+        group_id=group,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=100,
+        session_timeout_ms=6_000,
+        heartbeat_interval_ms=500,
+        **KP_COMMON,
+    )
+    close_at_teardown(lambda: consumer.close(autocommit=False))
+    producer = KafkaProducer(
+        bootstrap_servers=broker.bootstrap_servers,
+        transactional_id=unique_topic("kp-txn-id"),
+        max_block_ms=10_000,
+        delivery_timeout_ms=20_000,
+        linger_ms=5,
+        **KP_COMMON,
+    )
+    close_at_teardown(lambda: producer.close(timeout=10))
+    close_bounded("init_transactions", producer.init_transactions)
+
+    consumed: list[bytes] = []
+    deadline = Deadline(30, "the 6 input records")
+    while len(consumed) < 6:
+        deadline.check(f"{len(consumed)} consumed")
+        for records in consumer.poll(timeout_ms=200).values():
+            consumed.extend(r.value for r in records)
+    assert consumed == [b"in-%d" % i for i in range(6)]
+    tp = KpTopicPartition(source, 0)
+
+    def committed() -> int | None:
+        offset = consumer.committed(tp, timeout_ms=10_000)
+        return None if offset is None else int(offset)
+
+    def transaction(first: int, commit: bool) -> list[bytes]:
+        """Transform in-<first>, in-<first+1>; send the outputs and the offset after them."""
+        out = [b"out-%d" % i for i in (first, first + 1)]
+        producer.begin_transaction()
+        for value in out:
+            producer.send(sink, value=value, partition=0)
+        producer.send_offsets_to_transaction(
+            {tp: OffsetAndMetadata(first + 2, "", -1)}, consumer.group_metadata()
+        )
+        close_bounded("flush", lambda: producer.flush(timeout=20))
+        if commit:
+            close_bounded("commit_transaction", producer.commit_transaction)
+        else:
+            close_bounded("abort_transaction", producer.abort_transaction)
+        return out
+
+    everything = transaction(0, commit=True)
+    assert committed() == 2
+    everything += transaction(2, commit=False)
+    assert committed() == 2  # the aborted transaction's offset is dropped
+    everything += transaction(2, commit=True)  # the retry of the aborted one
+    assert committed() == 4
+    everything += transaction(4, commit=True)
+    assert committed() == 6
+
+    expected = [b"out-%d" % i for i in range(6)]
+    assert read_values(broker, sink, "read_committed", len(expected)) == expected
+    assert read_values(broker, sink, "read_uncommitted", len(everything)) == everything
+    # another member of the group (librdkafka, require_stable) resumes after the last one
+    consumer.close(autocommit=False)
+    assert committed_offset(new_consumer(broker, group, "read_committed"), source) == 6

@@ -12,9 +12,11 @@ records in order into a new immutable ``MetadataImage`` (``handle_commit``) and 
 listeners. A node that is not the active controller forwards the operation to the active one's
 CONTROLLER listener (``ControllerChannel``). A request that fails validation writes nothing.
 
-Not implemented: partition leader moves when a broker is fenced (partition reassignment, ISR
-changes and AlterPartition come with data replication); brokers register unfenced (Kafka
-registers them fenced and unfences on the first heartbeat once caught up).
+When a broker is fenced its partitions lose their leader (leader -1, offline) and get it back
+when it is unfenced; a broker registers fenced and is unfenced by its first heartbeat after it
+replayed its own registration (Kafka's way). Not implemented: moving leadership to another replica
+(the other replicas hold no data until partition data is replicated; ISR changes and
+AlterPartition come with that); controlled shutdown (``want_shut_down``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 MAX_TOPIC_NAME_LENGTH = 249
 METADATA_VERSION = 27  # 4.1-IV0
+NO_LEADER = -1
 _RETRY_BACKOFF_S = 0.05
 ZERO_UUID = uuid.UUID(int=0)
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
@@ -217,6 +220,17 @@ class QuorumController:
     def controller_id(self) -> int:
         """The active controller: the Raft leader (-1 while there is none)."""
         return self.raft.leader_and_epoch.leader_id
+
+    @property
+    def client_controller_id(self) -> int:
+        """The controller id Metadata and DescribeCluster give clients: the Raft leader when it
+        is a live broker, else the lowest live broker (clients can only reach brokers, which
+        forward admin requests; Kafka's KRaft brokers give a random live broker)."""
+        live = sorted(b for b, reg in self.image.brokers.items() if not reg.fenced)
+        leader = self.controller_id
+        if leader in live or not live:
+            return leader
+        return live[0]
 
     @property
     def is_raft_leader(self) -> bool:
@@ -409,6 +423,17 @@ class QuorumController:
 
         if not await self._await_image(registered, deadline):
             raise KafkaError(ErrorCode.REQUEST_TIMED_OUT, "registration not replicated in time")
+        # Registered fenced; caught up (it replayed its own registration): heartbeat until the
+        # controller unfences it, as Kafka's BrokerLifecycleManager does before serving.
+        while self.image.brokers[self.node_id].fenced:  # bounded by the deadline
+            if trio.current_time() >= deadline:
+                raise KafkaError(ErrorCode.REQUEST_TIMED_OUT, "not unfenced in time")
+            if not await self.heartbeat(reregister=False):
+                await self._await_image(
+                    lambda image: not image.brokers[self.node_id].fenced, deadline
+                )
+            else:
+                await trio.sleep(_RETRY_BACKOFF_S)
         return epoch
 
     async def handle_broker_registration(
@@ -450,21 +475,27 @@ class QuorumController:
                 end_points=[dict(listener) for listener in listeners],
                 features=[],
                 rack=rack,
-                # pykbroker registers brokers unfenced (they register once caught up) and
-                # fences them when their heartbeats stop.
-                fenced=False,
+                # Fenced until its first heartbeat after catching up (Kafka's way).
+                fenced=True,
             )
         )
+        # A new incarnation of a broker that still led partitions (a quick restart, never
+        # fenced): they are offline until it is unfenced, and get a new leader epoch then.
+        records.extend(self._leadership_changes(self._validation_image(), broker_id, fenced=True))
         self._heartbeats[broker_id] = self._clock()
         await self._commit(records, deadline)
         log.info("registered broker %d (epoch %d)", broker_id, epoch)
         return epoch
 
-    async def heartbeat(self) -> bool:
-        """Send this broker's heartbeat to the active controller; True if it is fenced."""
+    async def heartbeat(self, *, reregister: bool = True) -> bool:
+        """Send this broker's heartbeat to the active controller; True if it is fenced. With
+        ``reregister``, a controller that no longer knows this incarnation gets a new
+        registration."""
         deadline = trio.current_time() + self.broker_session_timeout_ms / 2000
         if await self._await_active(deadline):
-            error, fenced = await self.handle_broker_heartbeat(self.node_id, self.broker_epoch)
+            error, fenced = await self.handle_broker_heartbeat(
+                self.node_id, self.broker_epoch, current_metadata_offset=self._applied_end - 1
+            )
         else:
             body = {
                 "broker_id": self.node_id,
@@ -478,7 +509,10 @@ class QuorumController:
                 ApiKey.BROKER_HEARTBEAT, 1, body, deadline, lambda r: [r["error_code"]]
             )
             error, fenced = ErrorCode(response["error_code"]), bool(response["is_fenced"])
-        if error in (ErrorCode.STALE_BROKER_EPOCH, ErrorCode.BROKER_ID_NOT_REGISTERED):
+        if reregister and error in (
+            ErrorCode.STALE_BROKER_EPOCH,
+            ErrorCode.BROKER_ID_NOT_REGISTERED,
+        ):
             reg = self.image.brokers.get(self.node_id)
             if reg is not None:
                 log.warning("heartbeat rejected (%s): registering again", error.name)
@@ -486,10 +520,15 @@ class QuorumController:
         return fenced
 
     async def handle_broker_heartbeat(
-        self, broker_id: int, broker_epoch: int, want_fence: bool = False
+        self,
+        broker_id: int,
+        broker_epoch: int,
+        want_fence: bool = False,
+        current_metadata_offset: int = -1,
     ) -> tuple[ErrorCode, bool]:
-        """Active controller: note the heartbeat, unfence the broker if it was fenced;
-        (error, is_fenced)."""
+        """Active controller: note the heartbeat; unfence a fenced broker once it has replayed
+        the metadata up to its own registration; (error, is_fenced). ``want_fence`` keeps it
+        fenced (controlled shutdown itself is not implemented)."""
         deadline = self._deadline()
         if not await self._await_active(deadline):
             return ErrorCode.NOT_CONTROLLER, True
@@ -499,12 +538,21 @@ class QuorumController:
         if reg.epoch != broker_epoch:
             return ErrorCode.STALE_BROKER_EPOCH, True
         self._heartbeats[broker_id] = self._clock()
-        if reg.fenced and not want_fence:
+        if not reg.fenced:
+            return ErrorCode.NO_ERROR, False
+        if want_fence or current_metadata_offset < reg.epoch:
+            return ErrorCode.NO_ERROR, True  # not caught up yet
+        if reg.fenced:
+            image = self._validation_image()
             await self._commit(
-                [record(schemas.UNFENCE_BROKER_RECORD, id=broker_id, epoch=broker_epoch)], deadline
+                [
+                    record(schemas.UNFENCE_BROKER_RECORD, id=broker_id, epoch=broker_epoch),
+                    *self._leadership_changes(image, broker_id, fenced=False),
+                ],
+                deadline,
             )
             log.info("unfenced broker %d", broker_id)
-        return ErrorCode.NO_ERROR, want_fence and reg.fenced
+        return ErrorCode.NO_ERROR, False
 
     async def fence_expired_brokers(self) -> list[int]:
         """Active controller: fence brokers whose last heartbeat is older than
@@ -514,10 +562,12 @@ class QuorumController:
         now = self._clock()
         fenced: list[int] = []
         records: list[MetadataRecord] = []
-        for broker_id, reg in sorted(self._validation_image().brokers.items()):
+        image = self._validation_image()
+        for broker_id, reg in sorted(image.brokers.items()):
             last = self._heartbeats.setdefault(broker_id, now)
             if not reg.fenced and now - last > self.broker_session_timeout_ms:
                 records.append(record(schemas.FENCE_BROKER_RECORD, id=broker_id, epoch=reg.epoch))
+                records.extend(self._leadership_changes(image, broker_id, fenced=True))
                 fenced.append(broker_id)
         if records:
             log.info(
@@ -525,6 +575,41 @@ class QuorumController:
             )
             await self._commit(records, self._deadline())
         return fenced
+
+    def _leadership_changes(
+        self, image: MetadataImage, broker_id: int, *, fenced: bool
+    ) -> list[MetadataRecord]:
+        """PartitionChangeRecords for a broker being fenced (its partitions lose their leader:
+        -1) or coming back (leaderless partitions whose ISR holds it get it as leader).
+
+        Until partition data is replicated the other replicas hold no data, so leadership is
+        never moved to them: a partition is offline while its leader is fenced."""
+        records: list[MetadataRecord] = []
+        for topic in image.topics.values():
+            for index, reg in sorted(topic.partitions.items()):
+                if fenced and reg.leader == broker_id:
+                    leader = NO_LEADER
+                elif not fenced and reg.leader == NO_LEADER and broker_id in reg.isr:
+                    leader = broker_id
+                else:
+                    continue
+                records.append(
+                    record(
+                        schemas.PARTITION_CHANGE_RECORD,
+                        partition_id=index,
+                        topic_id=topic.topic_id,
+                        isr=None,
+                        leader=leader,
+                        replicas=None,
+                        removing_replicas=None,
+                        adding_replicas=None,
+                        leader_recovery_state=-1,
+                        directories=None,
+                        eligible_leader_replicas=None,
+                        last_known_elr=None,
+                    )
+                )
+        return records
 
     async def run_broker_lifecycle(
         self,
@@ -578,7 +663,16 @@ class QuorumController:
             records.extend(self._topic_records(req, result.topic_id, partitions, replication, live))
         if records:
             await self._commit(records, deadline)
+        await self._await_existing(results, deadline)
         return results
+
+    async def _await_existing(self, results: Sequence[CreateTopicResult], deadline: float) -> None:
+        """A topic reported as already existing may still be an uncommitted append (on the
+        leader) or not replayed here yet (forwarded): answer once this node's image has it, so
+        a caller that goes on to use the topic (e.g. FindCoordinator) finds it."""
+        existing = {r.name for r in results if r.error == ErrorCode.TOPIC_ALREADY_EXISTS}
+        if existing:
+            await self._await_image(lambda image: existing <= set(image.topics), deadline)
 
     async def _forward_create_topics(
         self, requests: Sequence[CreateTopicRequest], validate_only: bool, deadline: float
@@ -623,6 +717,7 @@ class QuorumController:
         if not validate_only:
             # Read-your-writes for the client: answer once the topics are in the local image.
             await self._await_image(lambda image: created <= set(image.topics_by_id), deadline)
+        await self._await_existing(results, deadline)
         return results
 
     async def create_partitions(

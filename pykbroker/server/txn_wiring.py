@@ -3,8 +3,8 @@
 Its storage is an ``InternalTopicLog``: the compacted topic
 (``transaction.state.log.num.partitions``, default 50) is created on the first coordinator
 lookup and appended/read through the replica manager; ``build_transaction_coordinator`` wires the
-coordinator to the producer id manager and to the group coordinator (transactional offsets
-are committed there when a transaction commits).
+coordinator to the producer id manager and to the group coordinator (the transaction markers
+of ``__consumer_offsets`` partitions go through it, completing transactional offsets).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pykbroker.coordinator.transaction.coordinator import (
     TRANSACTION_STATE_TOPIC,
     TransactionCoordinator,
 )
+from pykbroker.coordinator.transaction.markers import GroupTransactionParticipant
 from pykbroker.metadata.controller import QuorumController
 from pykbroker.replication.replica_manager import ReplicaManager
 
@@ -24,15 +25,12 @@ from .internal_topic import InternalTopicLog
 if TYPE_CHECKING:
     from .broker import BrokerServer
 
-#: OffsetCommit version used to commit transactional offsets (member id + generation).
-_OFFSET_COMMIT_VERSION = 8
-
 
 def build_transaction_coordinator(
     broker: BrokerServer,
     controller: QuorumController,
     replica_manager: ReplicaManager,
-    group_coordinator: Any,
+    group_coordinator: GroupTransactionParticipant,
     producer_id_manager: Any,
 ) -> TransactionCoordinator:
     config = broker.config
@@ -46,14 +44,11 @@ def build_transaction_coordinator(
         configs={"cleanup.policy": "compact", "segment.bytes": "104857600"},
     )
 
-    async def commit_offsets(request: dict[str, Any]) -> Any:
-        return await group_coordinator.commit_offsets(request, _OFFSET_COMMIT_VERSION)
-
     return TransactionCoordinator(
         storage,
         replica_manager,
         producer_id_manager.generate_producer_id,
-        commit_offsets,
+        group_coordinator,
         num_partitions=num_partitions,
         offsets_topic_num_partitions=config.offsets_topic_num_partitions,
         max_timeout_ms=config.transaction_max_timeout_ms,

@@ -13,6 +13,7 @@ from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.api.protocol.messages.consumer_protocol import CONSUMER_PROTOCOL_SUBSCRIPTION
 from pykbroker.coordinator.group.config import GroupCoordinatorConfig
 from pykbroker.coordinator.group.consumer_group_requests import ConsumerGroupHeartbeatRequest
+from pykbroker.coordinator.group.coordinator_log import CoordinatorBatch
 from pykbroker.coordinator.group.group import ClassicGroup
 from pykbroker.coordinator.group.group_metadata_manager import GroupMetadataManager
 from pykbroker.coordinator.group.offset_metadata_manager import OffsetMetadataManager
@@ -233,10 +234,11 @@ class Harness:
 
 
 class MemoryLog:
-    """An in-memory CoordinatorLog: partitions are lists of (key, value)."""
+    """An in-memory CoordinatorLog: partitions are lists of (key, value) records written
+    without a producer, and ``CoordinatorBatch``es (transactional batches and markers)."""
 
     def __init__(self) -> None:
-        self.partitions: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        self.partitions: dict[int, list[Any]] = {}
         self.topic_created = 0
         self.ensure_calls = 0
         self.fail_with: ErrorCode | None = None
@@ -247,14 +249,44 @@ class MemoryLog:
         if self.topic_created == 0:
             self.topic_created = 1
 
-    async def append(self, partition: int, records: Sequence[tuple[bytes, bytes | None]]) -> None:
+    async def append(
+        self,
+        partition: int,
+        records: Sequence[tuple[bytes, bytes | None]],
+        *,
+        producer_id: int = -1,
+        producer_epoch: int = -1,
+    ) -> None:
         self.appends += 1
         if self.fail_with is not None:
             raise KafkaError(self.fail_with)
-        self.partitions.setdefault(partition, []).extend(records)
+        if producer_id < 0:
+            self.partitions.setdefault(partition, []).extend(records)
+        else:
+            self.partitions.setdefault(partition, []).append(
+                CoordinatorBatch(list(records), producer_id, producer_epoch, True)
+            )
 
-    def read(self, partition: int) -> Iterable[tuple[bytes, bytes | None]]:
-        return list(self.partitions.get(partition, []))
+    async def append_marker(
+        self,
+        partition: int,
+        producer_id: int,
+        producer_epoch: int,
+        coordinator_epoch: int,
+        commit: bool,
+    ) -> None:
+        self.appends += 1
+        if self.fail_with is not None:
+            raise KafkaError(self.fail_with)
+        self.partitions.setdefault(partition, []).append(
+            CoordinatorBatch([], producer_id, producer_epoch, True, commit)
+        )
+
+    def read_batches(self, partition: int) -> Iterable[CoordinatorBatch]:
+        return [
+            entry if isinstance(entry, CoordinatorBatch) else CoordinatorBatch([entry])
+            for entry in self.partitions.get(partition, [])
+        ]
 
 
 # -- the whole pure coordinator (classic + consumer groups + offsets) -----------------------

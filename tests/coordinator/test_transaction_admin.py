@@ -85,7 +85,7 @@ def test_list_filter_combines_filters_as_kafka() -> None:
 
 async def test_describe_transaction_entries() -> None:
     clock = Clock()
-    coordinator = make(MemoryTxnLog(), clock, [])
+    coordinator = make(MemoryTxnLog(), clock)
     init = await coordinator.init_producer_id("tx", 30_000, None)
     pid, epoch = init.producer_id, init.producer_epoch
     await coordinator.add_partitions("tx", pid, epoch, frozenset({("t", 1), ("t", 0), ("u", 0)}))
@@ -114,7 +114,7 @@ async def test_describe_transaction_entries() -> None:
 
 
 async def test_list_transactions_answers_an_invalid_pattern() -> None:
-    coordinator = make(MemoryTxnLog(), Clock(), [])
+    coordinator = make(MemoryTxnLog(), Clock())
     await coordinator.init_producer_id("tx", 30_000, None)
     response = coordinator.list_transactions([], [], -1, "*")
     assert response["error_code"] == ErrorCode.INVALID_REGULAR_EXPRESSION
@@ -125,7 +125,7 @@ async def test_list_transactions_answers_an_invalid_pattern() -> None:
 
 async def test_idle_ids_expire_with_a_tombstone_and_stay_gone() -> None:
     storage, clock = MemoryTxnLog(), Clock()
-    coordinator = make(storage, clock, [])
+    coordinator = make(storage, clock)
     for tid in ("empty", "committed", "aborted", "ongoing"):
         await coordinator.init_producer_id(tid, 60_000, None)
     for tid, commit in (("committed", True), ("aborted", False), ("ongoing", None)):
@@ -147,7 +147,7 @@ async def test_idle_ids_expire_with_a_tombstone_and_stay_gone() -> None:
         if v is None
     ]
     assert sorted(tombstones) == ["aborted", "committed", "empty"]
-    assert set(make(storage, clock, []).transactions) == {"ongoing"}
+    assert set(make(storage, clock).transactions) == {"ongoing"}
     # an expired id starts again from scratch: a new producer id
     again = await coordinator.init_producer_id("empty", 60_000, None)
     assert (again.error, again.producer_epoch) == (ErrorCode.NO_ERROR, 0)
@@ -155,7 +155,7 @@ async def test_idle_ids_expire_with_a_tombstone_and_stay_gone() -> None:
 
 async def test_an_id_whose_tombstone_fails_is_kept() -> None:
     clock = Clock()
-    coordinator = make(FailingTxnLog(), clock, [])
+    coordinator = make(FailingTxnLog(), clock)
     await coordinator.init_producer_id("tx", 60_000, None)
     coordinator.transactional_id_expiration_ms = 10
     clock.now += 10
@@ -172,14 +172,11 @@ async def test_the_coordinator_expires_ids_periodically(
     async def generate() -> int:
         return next(ids)
 
-    async def commit(request: object) -> None:
-        return None
-
     coordinator = TransactionCoordinator(
         MemoryTxnLog(),
         _NoPartitions(),
         generate,
-        commit,
+        None,
         num_partitions=5,
         transactional_id_expiration_ms=60_000,
         remove_expired_interval_ms=3_600_000,

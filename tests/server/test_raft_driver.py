@@ -408,6 +408,8 @@ async def test_controller_only_and_broker_only_nodes(tmp_path: Path) -> None:
             "brokers 1, 2 and 4 registered (not the controller-only node)",
         )
         assert all(b.name == "CONTROLLER" for b in cluster.brokers[3].bound)
+        # Clients are given a broker as controller id, even when node 3 leads the quorum.
+        assert cluster.controller(4).client_controller_id in {1, 2, 4}
         results = await cluster.controller(4).create_topics([CreateTopicRequest("obs", 3)])
         assert results[0].error == ErrorCode.NO_ERROR
         placed = {p.leader for p in cluster.controller(4).image.topics["obs"].partitions.values()}
@@ -446,12 +448,22 @@ async def test_a_broker_that_stops_heartbeating_is_fenced(tmp_path: Path) -> Non
     async with running_cluster(tmp_path) as cluster:
         leader = await wait_for(cluster.leader, 10, "one active controller")
         silent = next(n for n in cluster.brokers if n != leader)
+        await cluster.controller(leader).create_topics([CreateTopicRequest("owned", 3)])
+        owned = {
+            i
+            for i, p in cluster.controller(leader).image.topics["owned"].partitions.items()
+            if p.leader == silent
+        }
+        assert len(owned) == 1
         await cluster.stop(silent)
         await wait_for(
             lambda: cluster.controller(leader).image.brokers[silent].fenced,
             10,
             "the silent broker to be fenced",
         )
+        # Its partition is offline (no other replica holds its data).
+        partitions = cluster.controller(leader).image.topics["owned"].partitions
+        assert {i for i, p in partitions.items() if p.leader == -1} == owned
         live = {b for b, reg in cluster.controller(leader).image.brokers.items() if not reg.fenced}
         assert silent not in live
         # Topics are placed on unfenced brokers only.
@@ -467,6 +479,9 @@ async def test_a_broker_that_stops_heartbeating_is_fenced(tmp_path: Path) -> Non
             10,
             "the broker to be unfenced",
         )
+        partitions = cluster.controller(leader).image.topics["owned"].partitions
+        assert {i for i, p in partitions.items() if p.leader == silent} == owned
+        assert all(p.leader >= 0 for p in partitions.values())
 
 
 # --- the driver's effect order ------------------------------------------------------------

@@ -1,7 +1,9 @@
 """AddOffsetsToTxn (key 25), versions 0-4.
 
 Behaviour: adds the group's ``__consumer_offsets`` partition to the producer's transaction
-(as Kafka), so that its TxnOffsetCommit offsets become visible when the transaction commits.
+(as Kafka): TxnOffsetCommit for the group is then accepted, and the transaction's COMMIT or
+ABORT marker is written to that partition too, which makes the group's pending transactional
+offsets visible or drops them.
 Errors as AddPartitionsToTxn: INVALID_PRODUCER_ID_MAPPING, PRODUCER_FENCED,
 CONCURRENT_TRANSACTIONS, INVALID_TXN_STATE.
 

@@ -1,6 +1,7 @@
 """DescribeCluster (key 60), versions 0-2.
 
-Behaviour: the cluster id, the active controller (the Raft leader, -1 while there is none) and
+Behaviour: the cluster id, the controller id (the Raft leader when it is a live broker, else a
+live broker that forwards to it, as Kafka's KRaft brokers answer; -1 while none) and
 the registered brokers that are not fenced, each with its advertised endpoint, from this node's
 metadata image. No authorizer: the cluster authorized operations are all of them when asked.
 
@@ -35,7 +36,7 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
         "error_message": None,
         "endpoint_type": endpoint_type,
         "cluster_id": ctx.broker.cluster_id,
-        "controller_id": controller.controller_id,
+        "controller_id": controller.client_controller_id,
         "brokers": [],
         "cluster_authorized_operations": (
             CLUSTER_OPERATIONS

@@ -1,9 +1,12 @@
 """EndTxn (key 26), versions 0-5.
 
 Behaviour: commits or aborts the producer's transaction: PrepareCommit/PrepareAbort is
-persisted in ``__transaction_state``, a COMMIT/ABORT control batch is appended to every data
-partition of the transaction, held transactional offsets are committed to their groups (on
-commit), then CompleteCommit/CompleteAbort is persisted; the answer comes after all of it.
+persisted in ``__transaction_state``, a COMMIT/ABORT control batch is appended to every
+partition of the transaction, including the ``__consumer_offsets`` partitions of the groups
+it sent offsets to (there the group coordinator writes the marker and makes the pending
+transactional offsets visible, or drops them), then CompleteCommit/CompleteAbort is
+persisted; the answer comes after all of it. A restart after PrepareCommit/PrepareAbort
+writes the markers again.
 A retry of a completed end answers NO_ERROR; an end of the other kind INVALID_TXN_STATE;
 an end while one is completing CONCURRENT_TRANSACTIONS. Errors also
 INVALID_PRODUCER_ID_MAPPING and PRODUCER_FENCED.

@@ -1,7 +1,8 @@
 """Metadata (key 3), versions 0-13.
 
 Behaviour: the registered brokers that are not fenced (with their advertised endpoints), the
-cluster id, the active controller (the Raft leader; -1 while none), and for the requested
+cluster id, the controller id (the Raft leader when it is a live broker, else a live broker that
+forwards to it), and for the requested
 topics (all topics when the list is null, or empty at v0) their partitions with leader, leader
 epoch, replicas and ISR. Unknown topics are created when ``auto.create.topics.enable`` is true
 and the request allows it (always before v4), as Kafka's AutoTopicCreationManager does; topics
@@ -39,7 +40,10 @@ _ZERO_UUID = uuid.UUID(int=0)
 def topic_entry(topic: TopicImage, include_ops: bool) -> dict[str, Any]:
     partitions = [
         {
-            "error_code": ErrorCode.NO_ERROR,
+            # Kafka: LEADER_NOT_AVAILABLE for a partition without a live leader.
+            "error_code": (
+                ErrorCode.NO_ERROR if reg.leader >= 0 else ErrorCode.LEADER_NOT_AVAILABLE
+            ),
             "partition_index": index,
             "leader_id": reg.leader,
             "leader_epoch": reg.leader_epoch,
@@ -122,7 +126,7 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
         "throttle_time_ms": 0,
         "brokers": brokers,
         "cluster_id": ctx.broker.cluster_id,
-        "controller_id": controller.controller_id,
+        "controller_id": controller.client_controller_id,
         "topics": topics,
         "cluster_authorized_operations": (
             CLUSTER_OPERATIONS

@@ -15,14 +15,16 @@ INVALID_PRODUCER_EPOCH (an epoch below the producer's last one on the partition)
 TRANSACTION_COORDINATOR_FENCED (a coordinator epoch below that of the producer's last
 marker), and the log's append errors. Results are grouped by producer id, as Kafka's
 response (two markers of one producer id are merged); a partition listed twice in a marker
-gets one marker; a marker with no partitions is not answered.
+gets one marker; a marker with no partitions is not answered. A marker for a
+``__consumer_offsets`` partition goes to the group coordinator, which writes it behind its
+queued writes and completes (COMMIT) or drops (ABORT) the producer's pending transactional
+offsets (Kafka's ``GroupCoordinator.completeTransaction``).
 
 Per version: v0 removed in Kafka 4.0; v1 flexible (the baseline); v2 (KIP-1228,
 ``transaction_version``) is not advertised by Kafka 4.1, so not served.
 
 Not implemented: ACLs (CLUSTER_ACTION / ALTER on the cluster); transactions version 2 epoch
-rules; markers on ``__consumer_offsets`` do not complete transactional offset commits in the
-group coordinator (this broker's transaction coordinator holds those offsets itself).
+rules.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pykbroker.api.context import RequestContext
 from pykbroker.api.protocol.api_keys import ApiKey
 from pykbroker.api.protocol.errors import ErrorCode
 from pykbroker.clock import wall_clock_ms
-from pykbroker.coordinator.transaction.markers import write_txn_markers
+from pykbroker.coordinator.transaction.markers import OFFSETS_TOPIC, write_txn_markers
 
 API_KEY = ApiKey.WRITE_TXN_MARKERS
 
@@ -50,7 +52,8 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
         ]
         if not partitions:
             continue
-        errors = write_txn_markers(
+        offsets = any(topic == OFFSETS_TOPIC for topic, _ in partitions)
+        errors = await write_txn_markers(
             replica_manager,
             marker["producer_id"],
             marker["producer_epoch"],
@@ -58,6 +61,7 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
             bool(marker["transaction_result"]),
             partitions,
             wall_clock_ms(),
+            group_coordinator=ctx.broker.service("group_coordinator") if offsets else None,
         )
         results.setdefault(marker["producer_id"], {}).update(errors)
     markers = []

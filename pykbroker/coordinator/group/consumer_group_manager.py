@@ -567,15 +567,26 @@ class ConsumerGroupManager:
     # -- offsets and admin -------------------------------------------------------------
 
     def validate_offset_commit(
-        self, group: ConsumerGroup, member_id: str, member_epoch: int, api_version: int
+        self,
+        group: ConsumerGroup,
+        member_id: str,
+        member_epoch: int,
+        api_version: int,
+        *,
+        group_instance_id: str | None = None,
+        is_transactional: bool = False,
     ) -> ErrorCode | None:
-        """Kafka's ``ConsumerGroup.validateOffsetCommit`` (non-transactional)."""
+        """Kafka's ``ConsumerGroup.validateOffsetCommit``: a transactional commit
+        (TxnOffsetCommit) without member id, epoch and instance id is accepted, and is not
+        bound to OffsetCommit v9."""
         if member_epoch < 0 and group.is_empty():
             return None  # the admin client, or a consumer without group management
+        if is_transactional and member_epoch < 0 and not member_id and group_instance_id is None:
+            return None
         member = group.members.get(member_id)
         if member is None:
             return ErrorCode.UNKNOWN_MEMBER_ID
-        if api_version < 9:
+        if not is_transactional and api_version < 9:
             # OffsetCommit v9+ must be used by members of the consumer protocol.
             return ErrorCode.UNSUPPORTED_VERSION
         if member_epoch != member.member_epoch:

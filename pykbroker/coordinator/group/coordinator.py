@@ -7,6 +7,14 @@ dicts (shaped for the request's version) out, appends the records the core produ
 fires the core's timers (sessions, rebalances, offset expiry). All group state lives in the
 pure ``GroupCoordinatorShard``; this module only does I/O and time.
 
+Transactions (Kafka's ``scheduleTransactionalWriteOperation`` and
+``scheduleTransactionCompletion``): TxnOffsetCommit records are appended as a transactional
+batch of the producer, and a transaction's COMMIT/ABORT marker on a ``__consumer_offsets``
+partition (``complete_transaction``, called on the transaction coordinator's marker path) is
+appended through the same per-partition queue, so it lands after the transaction's offset
+commits and is then replayed by the core. Loading reads batches: records of a transactional
+batch are replayed as pending offsets of its producer, markers end them.
+
 Invariants:
 
 * appends are performed by tasks in the coordinator's own nursery, one queue per
@@ -26,7 +34,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import trio
 
@@ -38,6 +46,7 @@ from pykbroker.metadata.image import MetadataImage
 from . import records
 from .config import GroupCoordinatorConfig, settings_from_properties
 from .consumer_group_requests import ConsumerGroupHeartbeatRequest, heartbeat_error
+from .coordinator_log import CoordinatorLog
 from .offset_metadata_manager import (
     INVALID_OFFSET,
     NO_LEADER_EPOCH,
@@ -45,26 +54,10 @@ from .offset_metadata_manager import (
     error_topics,
 )
 from .requests import JoinGroupRequest, SyncGroupRequest, join_error, sync_error
-from .result import PendingWrite, ResponseFuture
+from .result import NO_PRODUCER_ID, PendingWrite, ResponseFuture
 from .shard import GroupCoordinatorShard
 
 log = logging.getLogger(__name__)
-
-
-class CoordinatorLog(Protocol):
-    """Where the coordinator's records live: the ``__consumer_offsets`` partitions."""
-
-    async def ensure_topic(self) -> None:
-        """Create ``__consumer_offsets`` if missing (compacted, offsets.topic.num.partitions)."""
-        ...
-
-    async def append(self, partition: int, records: Sequence[tuple[bytes, bytes | None]]) -> None:
-        """Append one batch durably; raise ``KafkaError`` on failure."""
-        ...
-
-    def read(self, partition: int) -> Iterable[tuple[bytes, bytes | None]]:
-        """Every record of a partition, oldest first ([] if the partition does not exist)."""
-        ...
 
 
 def trio_clock_ms() -> int:
@@ -144,17 +137,24 @@ class GroupCoordinator:
     def _load(self, now_ms: int) -> None:
         loaded = 0
         for partition in range(self.config.offsets_topic_num_partitions):
-            for key, value in self.log.read(partition):
-                try:
-                    record = records.decode_record(key, value)
-                except CodecError as exc:
-                    log.warning(
-                        "__consumer_offsets-%d: skipping undecodable record: %s", partition, exc
-                    )
+            for batch in self.log.read_batches(partition):
+                if batch.commit is not None:  # a transaction marker
+                    self.shard.replay_end_transaction_marker(batch.producer_id, batch.commit)
                     continue
-                if record is not None:
-                    self.shard.replay(record, now_ms)
-                    loaded += 1
+                producer_id = batch.producer_id if batch.is_transactional else NO_PRODUCER_ID
+                for key, value in batch.records:
+                    try:
+                        record = records.decode_record(key, value)
+                    except CodecError as exc:
+                        log.warning(
+                            "__consumer_offsets-%d: skipping undecodable record: %s",
+                            partition,
+                            exc,
+                        )
+                        continue
+                    if record is not None:
+                        self.shard.replay(record, now_ms, producer_id)
+                        loaded += 1
         if loaded:
             log.info(
                 "group coordinator loaded %d records: %d classic and %d consumer groups",
@@ -218,7 +218,7 @@ class GroupCoordinator:
         try:
             while queue:
                 write = queue.popleft()
-                error = await self._append(write) if write.records else ErrorCode.NO_ERROR
+                error = ErrorCode.NO_ERROR if write.is_barrier else await self._append(write)
                 try:
                     more = write.complete(error, self._now())
                 except Exception:
@@ -233,7 +233,23 @@ class GroupCoordinator:
             if not self._topic_ready:
                 await self.log.ensure_topic()
                 self._topic_ready = True
-            await self.log.append(write.partition, write.records)
+            if write.marker is not None:
+                await self.log.append_marker(
+                    write.partition,
+                    write.producer_id,
+                    write.producer_epoch,
+                    write.marker.coordinator_epoch,
+                    write.marker.commit,
+                )
+            elif write.producer_id == NO_PRODUCER_ID:
+                await self.log.append(write.partition, write.records)
+            else:
+                await self.log.append(
+                    write.partition,
+                    write.records,
+                    producer_id=write.producer_id,
+                    producer_epoch=write.producer_epoch,
+                )
         except KafkaError as exc:
             log.warning("__consumer_offsets-%d: append failed: %s", write.partition, exc)
             return exc.code
@@ -266,7 +282,14 @@ class GroupCoordinator:
                     if pending[0] == 0:
                         done.set()
 
-            return PendingWrite(write.partition, write.records, on_appended)
+            return PendingWrite(
+                write.partition,
+                write.records,
+                on_appended,
+                producer_id=write.producer_id,
+                producer_epoch=write.producer_epoch,
+                marker=write.marker,
+            )
 
         if not writes:
             return
@@ -468,11 +491,63 @@ class GroupCoordinator:
         )
         return {"topics": (await self._wait(future))["topics"]}
 
+    async def commit_transactional_offsets(
+        self, request: dict[str, Any], producer_id: int, producer_epoch: int
+    ) -> dict[str, Any]:
+        """TxnOffsetCommit for the topics given (the handler has removed unknown topics and
+        verified the transaction): ``request`` is OffsetCommit-shaped (``group_id``,
+        ``generation_id_or_member_epoch``, ``member_id``, ``group_instance_id``, ``topics``).
+        Answered once the transactional batch is written; the offsets are then pending."""
+        topics = request["topics"]
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return {"topics": error_topics(topics, unavailable)}
+        future = ResponseFuture()
+        self._submit(
+            self.offsets.commit_transactional_offsets(
+                request["group_id"],
+                producer_id,
+                producer_epoch,
+                request["generation_id_or_member_epoch"],
+                request["member_id"],
+                request["group_instance_id"],
+                topics,
+                future,
+                self._now(),
+            )
+        )
+        return {"topics": (await self._wait(future))["topics"]}
+
+    async def complete_transaction(
+        self,
+        partition: int,
+        producer_id: int,
+        producer_epoch: int,
+        coordinator_epoch: int,
+        commit: bool,
+    ) -> ErrorCode:
+        """Write a transaction's COMMIT/ABORT marker to ``__consumer_offsets-<partition>``
+        behind the writes queued there, then complete (or drop) the producer's pending
+        offsets (Kafka's ``GroupCoordinatorService.completeTransaction``)."""
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return unavailable
+        if not 0 <= partition < self.config.offsets_topic_num_partitions:
+            return ErrorCode.NOT_COORDINATOR
+        future = ResponseFuture()
+        self._submit(
+            self.shard.complete_transaction(
+                partition, producer_id, producer_epoch, coordinator_epoch, commit, future
+            )
+        )
+        return ErrorCode((await self._wait(future))["error_code"])
+
     async def fetch_offsets(self, request: dict[str, Any], version: int) -> dict[str, Any]:
         """OffsetFetch v1-9: one group (v1-7, ``topics`` None = all) or ``groups`` (v8+).
 
         ``require_stable`` (v7+) reads after the group's writes queued before the request
-        completed (Kafka reads it through the write path)."""
+        completed (Kafka reads it through the write path), and a partition with a pending
+        transactional offset answers UNSTABLE_OFFSET_COMMIT (the client retries)."""
         if version >= 8:
             wanted = [
                 (g["group_id"], g["topics"], g.get("member_id"), g.get("member_epoch", -1))
@@ -480,11 +555,12 @@ class GroupCoordinator:
             ]
         else:
             wanted = [(request["group_id"], request["topics"], None, -1)]
-        if version >= 7 and request.get("require_stable") and self._unavailable() is None:
+        require_stable = version >= 7 and bool(request.get("require_stable"))
+        if require_stable and self._unavailable() is None:
             for group_id in {w[0] for w in wanted}:
                 await self._barrier(group_id)
         results = [
-            self._fetch_group(group_id, topics, version, member_id, member_epoch)
+            self._fetch_group(group_id, topics, version, member_id, member_epoch, require_stable)
             for group_id, topics, member_id, member_epoch in wanted
         ]
         if version >= 8:
@@ -498,6 +574,7 @@ class GroupCoordinator:
         version: int,
         member_id: str | None,
         member_epoch: int,
+        require_stable: bool = False,
     ) -> dict[str, Any]:
         wanted = None if topics is None else [(t["name"], t["partition_indexes"]) for t in topics]
         error = self._unavailable()
@@ -505,7 +582,9 @@ class GroupCoordinator:
         if error is None:
             if version < 9:
                 member_id, member_epoch = None, -1
-            error, fetched = self.shard.fetch_offsets(group_id, wanted, member_id, member_epoch)
+            error, fetched = self.shard.fetch_offsets(
+                group_id, wanted, member_id, member_epoch, require_stable
+            )
         if error == ErrorCode.NO_ERROR:
             return {"group_id": group_id, "error_code": error, "topics": fetched}
         result: dict[str, Any] = {"group_id": group_id, "error_code": error, "topics": []}

@@ -371,9 +371,15 @@ class ClassicGroup:
             raise GroupError(ErrorCode.UNKNOWN_MEMBER_ID)
 
     def validate_offset_commit(
-        self, member_id: str, group_instance_id: str | None, generation_id: int
+        self,
+        member_id: str,
+        group_instance_id: str | None,
+        generation_id: int,
+        *,
+        is_transactional: bool = False,
     ) -> None:
-        """Kafka's ``ClassicGroup.validateOffsetCommit`` (non-transactional)."""
+        """Kafka's ``ClassicGroup.validateOffsetCommit``; a transactional commit
+        (TxnOffsetCommit) needs no member id and generation, and may come mid-rebalance."""
         if self.is_in_state(DEAD):
             raise GroupError(ErrorCode.COORDINATOR_NOT_AVAILABLE)
         if generation_id < 0 and self.is_in_state(EMPTY):
@@ -383,9 +389,9 @@ class ClassicGroup:
             self.validate_member(member_id, group_instance_id)
             if generation_id != self.generation_id:
                 raise GroupError(ErrorCode.ILLEGAL_GENERATION)
-        elif not self.is_in_state(EMPTY):
+        elif not is_transactional and not self.is_in_state(EMPTY):
             # No member id and no generation: commits are only accepted from an empty group.
             raise GroupError(ErrorCode.UNKNOWN_MEMBER_ID)
-        if self.is_in_state(COMPLETING_REBALANCE):
+        if not is_transactional and self.is_in_state(COMPLETING_REBALANCE):
             # The member has the new generation but not its assignment yet.
             raise GroupError(ErrorCode.REBALANCE_IN_PROGRESS)

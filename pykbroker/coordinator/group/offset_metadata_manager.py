@@ -12,19 +12,35 @@ uncommitted writes are not read). Deleting (OffsetDelete, DeleteGroups, expiry) 
 tombstones and forgets the offsets once they are written. Loading replays the records (a
 tombstone deletes). Pure: no clock, no I/O.
 
+Transactional offsets (TxnOffsetCommit, Kafka's ``commitTransactionalOffset``): validated as
+a commit (transactional rules: no REBALANCE_IN_PROGRESS, a classic group accepts the producer's
+commit without member id and generation, a consumer group answers ILLEGAL_GENERATION for a
+stale member epoch), then written as a *transactional* batch of the producer (its producer id
+and epoch) and kept as the producer's *pending transactional offsets*
+(``pending_transactional_offsets``, with ``open_transactions_by_group``), invisible to
+OffsetFetch. The transaction's marker on the group's ``__consumer_offsets`` partition ends them
+(``replay_end_transaction_marker``): COMMIT makes each one the committed offset unless a
+regular commit of the partition was written after it (Kafka keeps the most recent record),
+ABORT drops them. Loading does the same: a record of a transactional batch is pending until
+its producer's marker is replayed; with no marker yet it stays pending (the transaction
+coordinator then completes or aborts the transaction and writes the marker). OffsetFetch with
+``require_stable`` answers UNSTABLE_OFFSET_COMMIT (offset -1) for a partition with a pending
+offset; a tombstone of a partition also drops its pending offsets; offsets with a pending
+transactional offset do not expire, nor does a group with open transactions.
+
 Expiry (``offsets.retention.minutes``, Kafka's ``cleanupExpiredOffsets``): an offset of a
 topic the group does not subscribe to expires ``offsets.retention.minutes`` after its base
 time: the commit time, or, for an Empty classic group with a protocol type, the time the group
 became Empty; records written with an explicit expire timestamp (OffsetCommitValue v1) expire
 then.
 
-Not implemented: transactional offsets (``TxnOffsetCommit``; ``require_stable`` therefore
-never meets a pending offset), the v2-4 retention time (ignored, as Kafka 4.x does).
+Not implemented: the v2-4 retention time (ignored, as Kafka 4.x does).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from pykbroker.api.protocol.errors import ErrorCode
@@ -35,11 +51,15 @@ from .consumer_group_manager import ConsumerGroupManager
 from .group import PREPARING_REBALANCE, STABLE, GroupError
 from .group_metadata_manager import GroupMetadataManager
 from .records import OffsetAndMetadata, OffsetCommitRecord
-from .result import PendingWrite, Record, ResponseFuture
+from .result import NO_PRODUCER_ID, PendingWrite, Record, ResponseFuture
 
 INVALID_OFFSET = -1
 NO_LEADER_EPOCH = -1
 NO_METADATA = ""
+
+#: group -> topic -> partition -> offset (Kafka's ``Offsets``)
+GroupOffsets = dict[str, dict[str, dict[int, OffsetAndMetadata]]]
+_Staged = list[tuple[str, int, OffsetAndMetadata, dict[str, Any]]]
 
 
 def commit_error(error: ErrorCode) -> ErrorCode:
@@ -92,7 +112,12 @@ class OffsetMetadataManager:
         self.config = config
         self.groups = groups
         self.consumer_groups = consumer_groups
-        self.offsets: dict[str, dict[str, dict[int, OffsetAndMetadata]]] = {}
+        self.offsets: GroupOffsets = {}
+        #: producer id -> the offsets its open transaction wrote (no marker replayed yet)
+        self.pending_transactional_offsets: dict[int, GroupOffsets] = {}
+        #: group id -> producer ids with pending transactional offsets for the group
+        self.open_transactions_by_group: dict[str, set[int]] = {}
+        self._next_record_offset = 0
 
     def commit_offsets(
         self,
@@ -118,11 +143,79 @@ class OffsetMetadataManager:
         if error is not None:
             future.complete({"topics": error_topics(topics, error)})
             return []
+        response, staged, batch = self._stage(group_id, topics, now_ms)
+        if not batch:
+            future.complete({"topics": response})
+            return []
 
+        def on_appended(append_error: ErrorCode, now_ms: int) -> list[PendingWrite]:
+            if append_error == ErrorCode.NO_ERROR:
+                for name, partition, offset, _ in staged:
+                    self._put(group_id, name, partition, self._stamp(offset))
+            else:
+                code = commit_error(append_error)
+                for _, _, _, entry in staged:
+                    entry["error_code"] = code
+            future.complete({"topics": response})
+            return []
+
+        return [PendingWrite(self.groups.partition_for(group_id), batch, on_appended)]
+
+    def commit_transactional_offsets(
+        self,
+        group_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        topics: Sequence[dict[str, Any]],
+        future: ResponseFuture,
+        now_ms: int,
+    ) -> list[PendingWrite]:
+        """Validate and stage a TxnOffsetCommit (Kafka's ``commitTransactionalOffset``);
+        ``future`` gets ``{"topics": [...]}`` once the transactional batch is written, and the
+        offsets are then pending until the producer's transaction marker."""
+        error = self._validate_transactional_commit(
+            group_id, generation_id, member_id, group_instance_id, now_ms
+        )
+        if error is not None:
+            future.complete({"topics": error_topics(topics, error)})
+            return []
+        response, staged, batch = self._stage(group_id, topics, now_ms)
+        if not batch:
+            future.complete({"topics": response})
+            return []
+
+        def on_appended(append_error: ErrorCode, now_ms: int) -> list[PendingWrite]:
+            if append_error == ErrorCode.NO_ERROR:
+                for name, partition, offset, _ in staged:
+                    self._put_pending(producer_id, group_id, name, partition, self._stamp(offset))
+            else:
+                code = commit_error(append_error)
+                for _, _, _, entry in staged:
+                    entry["error_code"] = code
+            future.complete({"topics": response})
+            return []
+
+        return [
+            PendingWrite(
+                self.groups.partition_for(group_id),
+                batch,
+                on_appended,
+                producer_id=producer_id,
+                producer_epoch=producer_epoch,
+            )
+        ]
+
+    def _stage(
+        self, group_id: str, topics: Sequence[dict[str, Any]], now_ms: int
+    ) -> tuple[list[dict[str, Any]], _Staged, list[Record]]:
+        """The response skeleton, the accepted offsets and their records of a commit."""
         commit_timestamp_ms = now_ms + self.groups.wall_offset_ms
         response: list[dict[str, Any]] = []
-        staged: list[tuple[str, int, OffsetAndMetadata, dict[str, Any]]] = []
-        batch: list[tuple[bytes, bytes | None]] = []
+        staged: _Staged = []
+        batch: list[Record] = []
         for topic in topics:
             name = topic["name"]
             partitions: list[dict[str, Any]] = []
@@ -148,22 +241,7 @@ class OffsetMetadataManager:
                         records.offset_commit_value(offset),
                     )
                 )
-        if not batch:
-            future.complete({"topics": response})
-            return []
-
-        def on_appended(append_error: ErrorCode, now_ms: int) -> list[PendingWrite]:
-            if append_error == ErrorCode.NO_ERROR:
-                for name, partition, offset, _ in staged:
-                    self._put(group_id, name, partition, offset)
-            else:
-                code = commit_error(append_error)
-                for _, _, _, entry in staged:
-                    entry["error_code"] = code
-            future.complete({"topics": response})
-            return []
-
-        return [PendingWrite(self.groups.partition_for(group_id), batch, on_appended)]
+        return response, staged, batch
 
     def _validate_commit(
         self,
@@ -200,6 +278,43 @@ class OffsetMetadataManager:
             self.groups.keep_session_alive(group, member_id, now_ms)
         return None
 
+    def _validate_transactional_commit(
+        self,
+        group_id: str,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        now_ms: int,
+    ) -> ErrorCode | None:
+        """Kafka's ``validateTransactionalOffsetCommit``."""
+        consumer = self.consumer_groups.group(group_id) if self.consumer_groups else None
+        if consumer is not None:
+            assert self.consumer_groups is not None
+            error = self.consumer_groups.validate_offset_commit(
+                consumer,
+                member_id,
+                generation_id,
+                0,
+                group_instance_id=group_instance_id,
+                is_transactional=True,
+            )
+            # A stale member epoch is reported as the classic error (backward compatibility).
+            return ErrorCode.ILLEGAL_GENERATION if error == ErrorCode.STALE_MEMBER_EPOCH else error
+        group = self.groups.group(group_id)
+        if group is None:
+            if generation_id < 0:
+                # The admin client, or a consumer without group management: a simple group.
+                self.groups.get_or_create_group(group_id, now_ms)
+                return None
+            return ErrorCode.ILLEGAL_GENERATION
+        try:
+            group.validate_offset_commit(
+                member_id, group_instance_id, generation_id, is_transactional=True
+            )
+        except GroupError as exc:
+            return exc.code
+        return None
+
     def validate_offset_fetch(
         self, group_id: str, member_id: str | None, member_epoch: int
     ) -> ErrorCode | None:
@@ -211,13 +326,18 @@ class OffsetMetadataManager:
         return self.consumer_groups.validate_offset_fetch(consumer, member_id, member_epoch)
 
     def fetch_offsets(
-        self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]] | None
+        self,
+        group_id: str,
+        topics: Sequence[tuple[str, Sequence[int]]] | None,
+        require_stable: bool = False,
     ) -> list[dict[str, Any]]:
         """Committed offsets; ``topics`` None means every partition with an offset.
 
         Returns OffsetFetch topics: ``{"name", "partitions": [{"partition_index",
         "committed_offset", "committed_leader_epoch", "metadata", "error_code"}]}``; a
-        partition without a committed offset gets offset -1 and metadata "" (as Kafka).
+        partition without a committed offset gets offset -1 and metadata "" (as Kafka), and
+        with ``require_stable`` a partition with a pending transactional offset gets
+        UNSTABLE_OFFSET_COMMIT and offset -1.
         """
         group_offsets = self.offsets.get(group_id, {})
         if topics is None:
@@ -227,6 +347,17 @@ class OffsetMetadataManager:
             topic_offsets = group_offsets.get(name, {})
             partitions = []
             for index in partition_indexes:
+                if require_stable and self.has_pending_transactional_offsets(group_id, name, index):
+                    partitions.append(
+                        {
+                            "partition_index": index,
+                            "committed_offset": INVALID_OFFSET,
+                            "committed_leader_epoch": NO_LEADER_EPOCH,
+                            "metadata": NO_METADATA,
+                            "error_code": ErrorCode.UNSTABLE_OFFSET_COMMIT,
+                        }
+                    )
+                    continue
                 offset = topic_offsets.get(index)
                 partitions.append(
                     {
@@ -245,16 +376,42 @@ class OffsetMetadataManager:
     def has_offsets(self, group_id: str) -> bool:
         return bool(self.offsets.get(group_id))
 
+    def has_pending_transactional_offsets(self, group_id: str, topic: str, partition: int) -> bool:
+        """Whether an open transaction wrote an offset of this partition (Kafka's
+        ``hasPendingTransactionalOffsets``)."""
+        for producer_id in self.open_transactions_by_group.get(group_id, ()):
+            pending = self.pending_transactional_offsets.get(producer_id, {})
+            if partition in pending.get(group_id, {}).get(topic, {}):
+                return True
+        return False
+
+    def group_ids(self) -> set[str]:
+        """Every group with a committed or pending transactional offset."""
+        return set(self.offsets) | set(self.open_transactions_by_group)
+
     def tombstones(self, group_id: str) -> list[tuple[bytes, bytes | None]]:
-        """Records deleting every committed offset of a group."""
-        return [
-            (records.offset_commit_key(group_id, topic, partition), None)
+        """Records deleting every offset of a group (Kafka's ``deleteAllOffsets``): the
+        committed ones, and the pending transactional ones of partitions without any."""
+        deleted = {
+            (topic, partition)
             for topic, parts in self.offsets.get(group_id, {}).items()
             for partition in parts
-        ]
+        }
+        for producer_id in sorted(self.open_transactions_by_group.get(group_id, ())):
+            pending = self.pending_transactional_offsets.get(producer_id, {})
+            for topic, parts in pending.get(group_id, {}).items():
+                deleted.update((topic, partition) for partition in parts)
+        return [self.tombstone(group_id, t, p) for t, p in sorted(deleted)]
 
     def delete_group(self, group_id: str) -> None:
+        """Forget every offset of a group (its ``tombstones`` were written)."""
         self.offsets.pop(group_id, None)
+        for producer_id in self.open_transactions_by_group.pop(group_id, set()):
+            pending = self.pending_transactional_offsets.get(producer_id)
+            if pending is not None:
+                pending.pop(group_id, None)
+                if not pending:
+                    del self.pending_transactional_offsets[producer_id]
 
     def committed(self, group_id: str, topic: str, partition: int) -> OffsetAndMetadata | None:
         return self.offsets.get(group_id, {}).get(topic, {}).get(partition)
@@ -279,9 +436,10 @@ class OffsetMetadataManager:
 
         ``base_time`` None means the group's offsets do not expire in its state.
         """
+        open_transactions = group_id in self.open_transactions_by_group
         by_topic = self.offsets.get(group_id)
         if not by_topic:
-            return True
+            return not open_transactions
         if base_time is None:
             return False
         all_expired = True
@@ -295,30 +453,88 @@ class OffsetMetadataManager:
                     expired = now_wall_ms >= offset.expire_timestamp_ms
                 else:
                     expired = now_wall_ms - base_time(offset) >= retention_ms
-                if expired:
+                # An offset with a pending transactional offset does not expire yet.
+                if expired and not self.has_pending_transactional_offsets(
+                    group_id, topic, partition
+                ):
                     out.append((topic, partition))
                 else:
                     all_expired = False
-        return all_expired
+        # A group with open transactions is not removed.
+        return all_expired and not open_transactions
 
     def tombstone(self, group_id: str, topic: str, partition: int) -> Record:
         return (records.offset_commit_key(group_id, topic, partition), None)
 
-    def replay(self, record: OffsetCommitRecord) -> None:
-        """Apply one loaded offset commit record (None offset: a tombstone)."""
+    def replay(self, record: OffsetCommitRecord, producer_id: int = NO_PRODUCER_ID) -> None:
+        """Apply one loaded offset commit record (None offset: a tombstone, which also drops
+        the partition's pending transactional offsets); a record of a transactional batch
+        (``producer_id``) is pending until its producer's marker is replayed."""
+        group_id, topic, partition = record.group_id, record.topic, record.partition
         if record.offset is None:
-            group_offsets = self.offsets.get(record.group_id)
-            if group_offsets is None:
-                return
-            topic_offsets = group_offsets.get(record.topic)
-            if topic_offsets is not None:
-                topic_offsets.pop(record.partition, None)
-                if not topic_offsets:
-                    del group_offsets[record.topic]
-            if not group_offsets:
-                del self.offsets[record.group_id]
+            _remove(self.offsets, group_id, topic, partition)
+            for open_id in list(self.open_transactions_by_group.get(group_id, ())):
+                pending = self.pending_transactional_offsets.get(open_id)
+                if pending is not None:
+                    # The group stays listed: the marker still closes the producer's entry.
+                    _remove(pending, group_id, topic, partition, keep_group=True)
             return
-        self._put(record.group_id, record.topic, record.partition, record.offset)
+        offset = self._stamp(record.offset)
+        if producer_id == NO_PRODUCER_ID:
+            self._put(group_id, topic, partition, offset)
+        else:
+            self._put_pending(producer_id, group_id, topic, partition, offset)
+
+    def replay_end_transaction_marker(self, producer_id: int, commit: bool) -> None:
+        """A transaction marker of ``producer_id`` on the group's partition (Kafka's
+        ``replayEndTransactionMarker``): COMMIT makes its pending offsets committed, unless a
+        regular commit of the partition was written after them; ABORT drops them."""
+        pending = self.pending_transactional_offsets.pop(producer_id, None)
+        if pending is None:
+            return
+        for group_id in pending:
+            open_ids = self.open_transactions_by_group.get(group_id)
+            if open_ids is not None:
+                open_ids.discard(producer_id)
+                if not open_ids:
+                    del self.open_transactions_by_group[group_id]
+        if not commit:
+            return
+        for group_id, by_topic in pending.items():
+            for topic, partitions in by_topic.items():
+                for partition, offset in partitions.items():
+                    existing = self.committed(group_id, topic, partition)
+                    if existing is None or offset.record_offset > existing.record_offset:
+                        self._put(group_id, topic, partition, offset)
+
+    def _stamp(self, offset: OffsetAndMetadata) -> OffsetAndMetadata:
+        """The offset with the position of its record among those written so far."""
+        self._next_record_offset += 1
+        return replace(offset, record_offset=self._next_record_offset)
 
     def _put(self, group_id: str, topic: str, partition: int, offset: OffsetAndMetadata) -> None:
         self.offsets.setdefault(group_id, {}).setdefault(topic, {})[partition] = offset
+
+    def _put_pending(
+        self, producer_id: int, group_id: str, topic: str, partition: int, offset: OffsetAndMetadata
+    ) -> None:
+        pending = self.pending_transactional_offsets.setdefault(producer_id, {})
+        pending.setdefault(group_id, {}).setdefault(topic, {})[partition] = offset
+        self.open_transactions_by_group.setdefault(group_id, set()).add(producer_id)
+
+
+def _remove(
+    offsets: GroupOffsets, group_id: str, topic: str, partition: int, *, keep_group: bool = False
+) -> None:
+    """Drop one offset from ``offsets``, and the topic (and, unless ``keep_group``, the
+    group) entries left empty."""
+    group_offsets = offsets.get(group_id)
+    if group_offsets is None:
+        return
+    topic_offsets = group_offsets.get(topic)
+    if topic_offsets is not None:
+        topic_offsets.pop(partition, None)
+        if not topic_offsets:
+            del group_offsets[topic]
+    if not group_offsets and not keep_group:
+        del offsets[group_id]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pykbroker.api.protocol import codec
@@ -60,13 +60,20 @@ def partition_for(group_id: str, num_partitions: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class OffsetAndMetadata:
-    """A committed offset (Kafka's ``OffsetAndMetadata``)."""
+    """A committed offset (Kafka's ``OffsetAndMetadata``).
+
+    ``record_offset`` orders the records of a group as they were written (Kafka keeps the
+    record's log offset; here it is the coordinator's count of records appended or replayed,
+    which follows the log order of a partition): a transaction's offsets replace a committed
+    offset on COMMIT only if written after it. It is not part of equality.
+    """
 
     committed_offset: int
     leader_epoch: int = -1
     metadata: str = ""
     commit_timestamp_ms: int = -1
     expire_timestamp_ms: int = -1
+    record_offset: int = field(default=-1, compare=False, repr=False)
 
 
 def _prefixed(version: int, body: bytes) -> bytes:

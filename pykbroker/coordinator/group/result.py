@@ -5,6 +5,12 @@ Mirrors Kafka's ``CoordinatorResult`` (records to append plus an append future) 
 plain value holder with callbacks; a ``PendingWrite`` is records for one ``__consumer_offsets``
 partition plus what to do once the append succeeded or failed. The driver appends, then calls
 ``PendingWrite.complete(error, now_ms)``, which may return further writes.
+
+A write may be transactional (TxnOffsetCommit: ``producer_id``/``producer_epoch`` set, the
+records are appended as a transactional batch of that producer, as Kafka's
+``scheduleTransactionalWriteOperation``) or a transaction marker (``marker`` set, no records:
+the COMMIT/ABORT control batch of ``scheduleTransactionCompletion``). A write with neither
+records nor marker is a barrier.
 """
 
 from __future__ import annotations
@@ -62,6 +68,18 @@ class ResponseFuture:
 OnAppended = Callable[[ErrorCode, int], "list[PendingWrite]"]
 
 
+NO_PRODUCER_ID = -1
+NO_PRODUCER_EPOCH = -1
+
+
+@dataclass(frozen=True, slots=True)
+class TxnMarker:
+    """A transaction marker to write (Kafka's ``EndTransactionMarker``)."""
+
+    commit: bool
+    coordinator_epoch: int
+
+
 @dataclass(slots=True)
 class PendingWrite:
     """Records to append to one ``__consumer_offsets`` partition, and the continuation."""
@@ -69,6 +87,14 @@ class PendingWrite:
     partition: int
     records: Sequence[Record]
     on_appended: OnAppended | None = field(default=None)
+    producer_id: int = NO_PRODUCER_ID
+    producer_epoch: int = NO_PRODUCER_EPOCH
+    marker: TxnMarker | None = None
+
+    @property
+    def is_barrier(self) -> bool:
+        """Nothing to append: only ordering behind the writes queued before."""
+        return not self.records and self.marker is None
 
     def complete(self, error: ErrorCode, now_ms: int) -> list[PendingWrite]:
         """Report the append's outcome; returns the writes the continuation produced."""

@@ -33,7 +33,7 @@ from .group_metadata_manager import GroupMetadataManager
 from .offset_metadata_manager import OffsetMetadataManager
 from .records import GroupMetadataRecord, OffsetAndMetadata, OffsetCommitRecord
 from .requests import JoinGroupRequest, append_error_to_response_error, join_error
-from .result import PendingWrite, Record, ResponseFuture
+from .result import NO_PRODUCER_ID, PendingWrite, Record, ResponseFuture, TxnMarker
 
 NO_ERROR = ErrorCode.NO_ERROR
 CLASSIC = "classic"
@@ -84,20 +84,58 @@ class GroupCoordinatorShard:
     # -- loading -----------------------------------------------------------------------
 
     def replay(
-        self, record: OffsetCommitRecord | GroupMetadataRecord | ConsumerGroupRecord, now_ms: int
+        self,
+        record: OffsetCommitRecord | GroupMetadataRecord | ConsumerGroupRecord,
+        now_ms: int,
+        producer_id: int = NO_PRODUCER_ID,
     ) -> None:
-        """Apply one record read back from ``__consumer_offsets``."""
+        """Apply one record read back from ``__consumer_offsets`` (``producer_id``: the
+        producer of the transactional batch it is in)."""
         if isinstance(record, OffsetCommitRecord):
-            self.offsets.replay(record)
+            self.offsets.replay(record, producer_id)
         elif isinstance(record, GroupMetadataRecord):
             self.classic.load_group(record.group_id, record.value, now_ms)
         else:
             self.consumer.load(record)
 
+    def replay_end_transaction_marker(self, producer_id: int, commit: bool) -> None:
+        """Apply a transaction marker read back from (or written to) ``__consumer_offsets``."""
+        self.offsets.replay_end_transaction_marker(producer_id, commit)
+
+    def complete_transaction(
+        self,
+        partition: int,
+        producer_id: int,
+        producer_epoch: int,
+        coordinator_epoch: int,
+        commit: bool,
+        future: ResponseFuture,
+    ) -> list[PendingWrite]:
+        """Write a transaction marker to a ``__consumer_offsets`` partition (Kafka's
+        ``completeTransaction``); once written it is replayed. ``future`` gets
+        ``{"error_code"}``."""
+
+        def on_appended(error: ErrorCode, now_ms: int) -> list[PendingWrite]:
+            if error == NO_ERROR:
+                self.replay_end_transaction_marker(producer_id, commit)
+            future.complete({"error_code": error})
+            return []
+
+        return [
+            PendingWrite(
+                partition,
+                [],
+                on_appended,
+                producer_id=producer_id,
+                producer_epoch=producer_epoch,
+                marker=TxnMarker(commit, coordinator_epoch),
+            )
+        ]
+
     def on_loaded(self, now_ms: int) -> list[PendingWrite]:
         """After loading: offsets-only ids become Empty classic groups (as Kafka), the
         members' sessions start and the offset expiry is scheduled."""
-        for group_id in self.offsets.offsets:
+        for group_id in sorted(self.offsets.group_ids()):
             if self.consumer.group(group_id) is None:
                 self.classic.get_or_create_group(group_id, now_ms)
         for group_id in list(self.consumer.groups):
@@ -239,6 +277,7 @@ class GroupCoordinatorShard:
         topics: Sequence[tuple[str, Sequence[int]]] | None,
         member_id: str | None = None,
         member_epoch: int = -1,
+        require_stable: bool = False,
     ) -> tuple[ErrorCode, list[dict[str, Any]]]:
         """One group's OffsetFetch: (group error, topics)."""
         error = self.offsets.validate_offset_fetch(group_id, member_id, member_epoch)
@@ -247,7 +286,7 @@ class GroupCoordinatorShard:
         group = self.classic.group(group_id)
         if group is not None and group.is_in_state(DEAD):
             return ErrorCode.GROUP_ID_NOT_FOUND, []
-        return NO_ERROR, self.offsets.fetch_offsets(group_id, topics)
+        return NO_ERROR, self.offsets.fetch_offsets(group_id, topics, require_stable)
 
     def delete_offsets(
         self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]], future: ResponseFuture
@@ -421,11 +460,7 @@ class GroupCoordinatorShard:
             if error is not None:
                 results[group_id] = error
                 continue
-            batch: list[Record] = [
-                self.offsets.tombstone(group_id, t, p)
-                for t, parts in self.offsets.topics_of(group_id).items()
-                for p in parts
-            ]
+            batch: list[Record] = self.offsets.tombstones(group_id)
             is_classic = self.consumer.group(group_id) is None
             if is_classic:
                 batch.append((records.group_metadata_key(group_id), None))

@@ -7,11 +7,25 @@ whole topic is replayed at start. A transaction left in PrepareCommit/PrepareAbo
 has its markers written again at load (markers are idempotent for readers).
 
 EndTxn (and a fencing InitProducerId, and the timeout abort) persists PrepareCommit /
-PrepareAbort, appends a COMMIT/ABORT control batch to every data partition of the transaction
+PrepareAbort, appends a COMMIT/ABORT control batch to every partition of the transaction
 (``markers.write_txn_markers``, the path the WriteTxnMarkers handler uses too: this broker
 leads every partition, so markers are appended in-process, not sent with WriteTxnMarkers),
 then persists CompleteCommit/CompleteAbort. The coordinator epoch in the markers is the
 leader epoch of the transactional id's ``__transaction_state`` partition, as in Kafka.
+
+Transactional offsets are Kafka's: AddOffsetsToTxn adds the group's ``__consumer_offsets``
+partition to the transaction; TxnOffsetCommit is verified here
+(``transactional_offset_commit``: the producer's, Ongoing, that partition added; KIP-890's
+verification) and written by the group coordinator as a transactional batch, pending there;
+the transaction's marker on that partition goes through the group coordinator
+(``GroupTransactionParticipant.complete_transaction``), which then makes the offsets visible
+(COMMIT) or drops them (ABORT). Everything is in the logs, so a restart at any point keeps
+them: the group coordinator reloads the pending offsets, and a transaction found in
+PrepareCommit/PrepareAbort here has its markers (those included) written again; an Ongoing
+one is ended by its producer or its timeout. A marker the group coordinator could not take
+because it is stopping (or not loaded) leaves the transaction prepared, not completed, for
+that reason. Other marker errors are logged and the transaction completes (Kafka retries
+them; this broker leads every partition it can write to).
 
 Every ``transaction.remove.expired.transaction.cleanup.interval.ms`` the ids in
 Empty/CompleteCommit/CompleteAbort not updated for ``transactional.id.expiration.ms`` are
@@ -21,19 +35,15 @@ expired (Kafka's ``removeExpiredTransactionalIds``): Dead, then a tombstone in t
 The admin views: ``describe_transaction`` (DescribeTransactions) and ``list_transactions``
 (ListTransactions), as Kafka's ``handleDescribeTransactions`` / ``listTransactionStates``.
 
-Transactional offsets (TxnOffsetCommit) are held here, per transactional id, and committed to
-the group coordinator only when the transaction commits (dropped on abort). Limitation: held
-offsets are in memory only, so a crash during an open transaction loses them (the
-transaction itself is then aborted by its timeout, or committed without its offsets if the
-crash fell between PrepareCommit and the offsets commit).
-
-All operations are serialised by one lock (simple, and enough for one broker).
+All operations are serialised by one lock (simple, and enough for one broker); a
+TxnOffsetCommit's write holds it too, so it cannot interleave with its transaction's markers.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
 import trio
@@ -42,14 +52,18 @@ from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.coordinator.group.records import partition_for
 
 from . import transaction_metadata as tm
-from .markers import write_txn_markers
+from .markers import OFFSETS_TOPIC, GroupTransactionParticipant, write_txn_markers
 from .transaction_metadata import TransactionMetadata, TransactionState, TxnResult
 
 log = logging.getLogger(__name__)
 
 TRANSACTION_STATE_TOPIC = "__transaction_state"
-OFFSETS_TOPIC = "__consumer_offsets"
+__all__ = ["OFFSETS_TOPIC", "TRANSACTION_STATE_TOPIC", "TransactionCoordinator", "TransactionLog"]
 _PREPARED = (TransactionState.PREPARE_COMMIT, TransactionState.PREPARE_ABORT)
+_GROUP_COORDINATOR_NOT_READY = (
+    ErrorCode.COORDINATOR_NOT_AVAILABLE,
+    ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+)
 DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS = 604_800_000
 DEFAULT_REMOVE_EXPIRED_TRANSACTIONS_INTERVAL_MS = 3_600_000
 
@@ -72,7 +86,7 @@ class TransactionCoordinator:
         storage: TransactionLog,
         replica_manager: Any,
         generate_producer_id: Callable[[], Awaitable[int]],
-        commit_group_offsets: Callable[[dict[str, Any]], Awaitable[Any]],
+        group_coordinator: GroupTransactionParticipant | None,
         *,
         num_partitions: int = 50,
         offsets_topic_num_partitions: int = 50,
@@ -85,7 +99,7 @@ class TransactionCoordinator:
         self.storage = storage
         self.replica_manager = replica_manager
         self._generate_producer_id = generate_producer_id
-        self._commit_group_offsets = commit_group_offsets
+        self.group_coordinator = group_coordinator
         self.num_partitions = num_partitions
         self.offsets_topic_num_partitions = offsets_topic_num_partitions
         self.max_timeout_ms = max_timeout_ms
@@ -94,8 +108,6 @@ class TransactionCoordinator:
         self.remove_expired_interval_ms = remove_expired_interval_ms
         self._clock = clock
         self.transactions: dict[str, TransactionMetadata] = {}
-        #: transactional id -> group id -> OffsetCommit-shaped request held until commit
-        self.pending_offsets: dict[str, dict[str, dict[str, Any]]] = {}
         self._lock = trio.Lock()
         self.loaded = False
 
@@ -165,7 +177,6 @@ class TransactionCoordinator:
             if result.metadata is not None and result.metadata != current:
                 await self._persist(result.metadata)
             if result.write_markers and result.metadata is not None:
-                self.pending_offsets.pop(transactional_id, None)
                 await self._write_markers_and_complete(result.metadata)
             return result
 
@@ -207,42 +218,39 @@ class TransactionCoordinator:
     async def add_offsets(
         self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str
     ) -> ErrorCode:
-        offsets_partition = partition_for(group_id, self.offsets_topic_num_partitions)
         return await self.add_partitions(
             transactional_id,
             producer_id,
             producer_epoch,
-            frozenset({(OFFSETS_TOPIC, offsets_partition)}),
+            frozenset({self.offsets_partition(group_id)}),
         )
 
-    def hold_offsets(
-        self, transactional_id: str, producer_id: int, producer_epoch: int, request: dict[str, Any]
-    ) -> ErrorCode:
-        """TxnOffsetCommit: keep the offsets until the transaction ends."""
-        error = self.check_producer(transactional_id, producer_id, producer_epoch)
-        if error != ErrorCode.NO_ERROR:
-            return error
-        current = self.transactions[transactional_id]
-        if current.state is not TransactionState.ONGOING:
-            return ErrorCode.INVALID_TXN_STATE
-        groups = self.pending_offsets.setdefault(transactional_id, {})
-        held = groups.get(request["group_id"])
-        if held is None:
-            groups[request["group_id"]] = request
-            return ErrorCode.NO_ERROR
-        merged: dict[tuple[str, int], dict[str, Any]] = {}
-        for req in (held, request):
-            for topic in req["topics"]:
-                for part in topic["partitions"]:
-                    merged[(topic["name"], part["partition_index"])] = part
-        by_topic: dict[str, list[dict[str, Any]]] = {}
-        for (name, _index), part in merged.items():
-            by_topic.setdefault(name, []).append(part)
-        groups[request["group_id"]] = {
-            **request,
-            "topics": [{"name": n, "partitions": p} for n, p in by_topic.items()],
-        }
-        return ErrorCode.NO_ERROR
+    def offsets_partition(self, group_id: str) -> tuple[str, int]:
+        """The group's ``__consumer_offsets`` partition (what AddOffsetsToTxn adds)."""
+        return OFFSETS_TOPIC, partition_for(group_id, self.offsets_topic_num_partitions)
+
+    @asynccontextmanager
+    async def transactional_offset_commit(
+        self, transactional_id: str, producer_id: int, producer_epoch: int, group_id: str
+    ) -> AsyncIterator[ErrorCode]:
+        """Verify a TxnOffsetCommit (KIP-890 part 1): the producer id and epoch are the
+        transaction's (INVALID_PRODUCER_ID_MAPPING, PRODUCER_FENCED), it is Ongoing and has
+        the group's offsets partition (INVALID_TXN_STATE). The error is yielded; while the
+        block runs (the group coordinator's transactional write) no transaction changes, so
+        the offsets are written before their transaction's marker."""
+        async with self._lock:
+            if not self.loaded:
+                yield ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+                return
+            error = self.check_producer(transactional_id, producer_id, producer_epoch)
+            if error == ErrorCode.NO_ERROR:
+                current = self.transactions[transactional_id]
+                if (
+                    current.state is not TransactionState.ONGOING
+                    or self.offsets_partition(group_id) not in current.partitions
+                ):
+                    error = ErrorCode.INVALID_TXN_STATE
+            yield error
 
     async def end_transaction(
         self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool
@@ -301,7 +309,6 @@ class TransactionCoordinator:
                 for d in dead:
                     log.info("expired transactional id %r", d.transactional_id)
                     self.transactions.pop(d.transactional_id, None)
-                    self.pending_offsets.pop(d.transactional_id, None)
                 removed += len(dead)
         return removed
 
@@ -400,15 +407,16 @@ class TransactionCoordinator:
     async def _write_markers_and_complete(self, metadata: TransactionMetadata) -> None:
         commit = metadata.state is TransactionState.PREPARE_COMMIT
         transactional_id = metadata.transactional_id
-        held = self.pending_offsets.pop(transactional_id, {})
-        errors = write_txn_markers(
+        errors = await write_txn_markers(
             self.replica_manager,
             metadata.producer_id,
             metadata.producer_epoch,
             self.coordinator_epoch(transactional_id),
             commit,
-            sorted(tp for tp in metadata.partitions if tp[0] != OFFSETS_TOPIC),
+            sorted(metadata.partitions),
             self._clock(),
+            group_coordinator=self.group_coordinator,
+            translate_coordinator_errors=False,
         )
         for (topic, partition), error in errors.items():
             if error != ErrorCode.NO_ERROR:  # Kafka retries or drops; here the txn completes
@@ -420,10 +428,9 @@ class TransactionCoordinator:
                     partition,
                     error.name,
                 )
-        if commit:
-            for request in held.values():
-                try:
-                    await self._commit_group_offsets(request)
-                except Exception:  # a lost offset commit must not wedge the coordinator
-                    log.exception("committing the offsets of %r failed", transactional_id)
+        if any(error in _GROUP_COORDINATOR_NOT_READY for error in errors.values()):
+            # The group coordinator is stopping (or not loaded yet): the transaction stays
+            # prepared, so its markers (and with them the group's offsets) are written again
+            # when the coordinators load next.
+            return
         await self._persist(tm.complete(metadata, self._clock()))

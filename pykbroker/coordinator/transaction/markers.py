@@ -19,21 +19,53 @@ with a marker appended with ``AppendOrigin.COORDINATOR``:
   the marker's epoch and coordinator epoch, and an ABORT of a transaction that wrote data
   on the partition is added to the aborted transaction index read by read_committed fetches.
 
-Not implemented: KIP-890 (transactions version 2) epoch checks of markers; the group
-coordinator side of markers on ``__consumer_offsets`` (transactional offsets are held by the
-transaction coordinator until commit here, so a marker there only ends the producer's state).
+A marker for a ``__consumer_offsets`` partition goes to the group coordinator instead
+(Kafka's ``GroupCoordinator.completeTransaction``): it appends the marker (through the same
+per-partition checks, ``write_partition_marker``) behind the writes queued on that partition,
+then completes (COMMIT) or drops (ABORT) the producer's pending transactional offsets. Its
+COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS and NOT_COORDINATOR are answered as
+NOT_LEADER_OR_FOLLOWER, as Kafka's ``handleWriteTxnMarkersRequest`` does.
+
+Not implemented: KIP-890 (transactions version 2) epoch checks of markers.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from pykbroker.api.protocol.errors import ErrorCode
 from pykbroker.log.record_batch import AppendOrigin, EndTxnMarker, Record, build_batch
 
-__all__ = ["control_batch", "write_txn_markers"]
+__all__ = [
+    "OFFSETS_TOPIC",
+    "GroupTransactionParticipant",
+    "control_batch",
+    "write_partition_marker",
+    "write_txn_markers",
+]
+
+OFFSETS_TOPIC = "__consumer_offsets"
+_NOT_READY = (
+    ErrorCode.COORDINATOR_NOT_AVAILABLE,
+    ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+    ErrorCode.NOT_COORDINATOR,
+)
+
+
+class GroupTransactionParticipant(Protocol):
+    """The group coordinator's side of markers (its ``complete_transaction``)."""
+
+    async def complete_transaction(
+        self,
+        partition: int,
+        producer_id: int,
+        producer_epoch: int,
+        coordinator_epoch: int,
+        commit: bool,
+    ) -> ErrorCode: ...
+
 
 _CONTROL_KEY = struct.Struct(">hh")
 _CONTROL_VALUE = struct.Struct(">hi")
@@ -61,7 +93,7 @@ def control_batch(
     )
 
 
-def write_txn_markers(
+async def write_txn_markers(
     replica_manager: Any,
     producer_id: int,
     producer_epoch: int,
@@ -69,18 +101,33 @@ def write_txn_markers(
     commit: bool,
     partitions: Iterable[tuple[str, int]],
     now_ms: int,
+    *,
+    group_coordinator: GroupTransactionParticipant | None = None,
+    translate_coordinator_errors: bool = True,
 ) -> dict[tuple[str, int], ErrorCode]:
-    """Append one marker to each partition (duplicates once); the error of each."""
+    """Append one marker to each partition (duplicates once); the error of each. Markers of
+    ``__consumer_offsets`` partitions go through ``group_coordinator`` when given; its
+    "coordinator not ready" errors are answered as NOT_LEADER_OR_FOLLOWER unless
+    ``translate_coordinator_errors`` is False (the transaction coordinator's own path)."""
     results: dict[tuple[str, int], ErrorCode] = {}
     for tp in partitions:
-        if tp not in results:
-            results[tp] = _write_marker(
+        if tp in results:
+            continue
+        if tp[0] == OFFSETS_TOPIC and group_coordinator is not None:
+            error = await group_coordinator.complete_transaction(
+                tp[1], producer_id, producer_epoch, coordinator_epoch, commit
+            )
+            if translate_coordinator_errors and error in _NOT_READY:
+                error = ErrorCode.NOT_LEADER_OR_FOLLOWER
+            results[tp] = error
+        else:
+            results[tp] = write_partition_marker(
                 replica_manager, tp, producer_id, producer_epoch, coordinator_epoch, commit, now_ms
             )
     return results
 
 
-def _write_marker(
+def write_partition_marker(
     replica_manager: Any,
     tp: tuple[str, int],
     producer_id: int,
@@ -89,6 +136,7 @@ def _write_marker(
     commit: bool,
     now_ms: int,
 ) -> ErrorCode:
+    """Append a marker to one partition this broker leads (the leader's checks above)."""
     partition = replica_manager.get_partition(*tp)
     if partition is None:
         return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
