@@ -14,12 +14,24 @@ Each ABORT marker appended (by the transaction coordinator as leader, or replica
 an entry to the active segment's ``.txnindex`` before the append may be flushed;
 ``collect_aborted_transactions`` answers read_committed fetches from those indexes
 (Kafka's ``collectAbortedTransactions``).
+The leader epoch cache (``leader_epoch_cache.LeaderEpochFileCache``, the partition's
+``leader-epoch-checkpoint``, KIP-101/KIP-279) takes Kafka's ``assign`` of every appended
+batch's partitionLeaderEpoch before the batch is written (leader appends stamp the leader's
+epoch; follower appends keep theirs) and of a new leader's epoch at the log end offset
+(``Partition``); it is loaded on open (rebuilt from the batch headers when the file is missing
+or malformed, completed from the recovered tail after an unclean shutdown), truncated from the
+end by ``truncate_to``, from the start when the log start offset moves, cleared by
+``truncate_fully_and_start_at``, and rewritten atomically whenever it changes, as Kafka's
+``assign`` does: fsynced at once with inline flushing, else fsynced by the next flush round
+(``FlushSnapshot``) off the event loop. ``end_offset_for_epoch`` answers OffsetForLeaderEpoch.
 
 Invariants: segments are sorted by base offset, only the last (active) one takes
 appends, and offsets increase through them;
 ``log_start_offset <= high_watermark <= log_end_offset`` and
 ``recovery_point <= log_end_offset``; everything below ``recovery_point`` was
-fsynced. The log persists nothing global: checkpoints belong to ``LogManager``.
+fsynced; every leader epoch entry starts in ``[log_start_offset, log_end_offset]``, epochs
+and start offsets ascending. The log persists nothing global: checkpoints belong to
+``LogManager``.
 Not thread-safe: call it from the trio thread; only ``FlushSnapshot.fsync`` and
 ``LogSegment.delete`` of removed segments may run in a worker thread.
 """
@@ -32,6 +44,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
+from pykbroker.log.leader_epoch_cache import (
+    LEADER_EPOCH_CHECKPOINT_FILE,
+    UNDEFINED_EPOCH,
+    UNDEFINED_EPOCH_OFFSET,
+    LeaderEpochFileCache,
+)
 from pykbroker.log.log_config import LogConfig
 from pykbroker.log.log_flush import FlushSnapshot
 from pykbroker.log.log_loader import load_segments, new_segment
@@ -64,6 +82,9 @@ __all__ = [
     "LogConfig",
 ]
 
+#: How much ``assign_epochs_from`` reads at a time while scanning batch headers.
+_EPOCH_SCAN_BYTES = 1 << 20
+
 # ListOffsets special timestamps
 LATEST_TIMESTAMP = -1
 EARLIEST_TIMESTAMP = -2
@@ -82,6 +103,7 @@ class Log:
         log_start_offset: int,
         now_ms: int,
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+        with_leader_epoch_cache: bool = True,
     ) -> None:
         if not segments:
             raise ValueError("a log has at least one segment")
@@ -104,6 +126,10 @@ class Log:
             log_dir, producer_id_expiration_ms=producer_id_expiration_ms
         )
         self._load_producer_state(now_ms)
+        # Kafka's leaderEpochCache; None when the owner keeps its own (the metadata log).
+        self.leader_epoch_cache: LeaderEpochFileCache | None = None
+        if with_leader_epoch_cache:
+            self._load_leader_epoch_cache()
 
     def _load_producer_state(self, now_ms: int) -> None:
         """Kafka's ``loadProducerState``: newest snapshot, then replay the tail."""
@@ -111,6 +137,43 @@ class Log:
         replay_from = state.load(self._log_end_offset, now_ms)
         replay_segments(state, self._segments, max(replay_from, self._log_start_offset))
         state.map_end_offset = self._log_end_offset
+
+    def _load_leader_epoch_cache(self) -> None:
+        """Load ``leader-epoch-checkpoint`` and fit it to the log (Kafka's
+        ``truncateFromEnd(logEndOffset)`` and ``truncateFromStart(logStartOffset)`` after
+        loading); a missing or malformed file is rebuilt from every batch header."""
+        cache, loaded = LeaderEpochFileCache.load(self._dir / LEADER_EPOCH_CHECKPOINT_FILE)
+        self.leader_epoch_cache = cache
+        if not loaded and self._log_end_offset > self._log_start_offset:
+            cache.clear()  # rewritten below even when the log holds no epoch
+            self.assign_epochs_from(self._log_start_offset)
+        cache.truncate_from_end(self._log_end_offset)
+        cache.truncate_from_start(self._log_start_offset)
+        cache.flush()
+
+    def assign_epochs_from(self, start_offset: int) -> None:
+        """Kafka's recovery rule (``LogSegment.recover``): every batch from the one holding
+        ``start_offset`` whose partitionLeaderEpoch is above the latest cached epoch starts a
+        new epoch entry. The cache is written if it changed."""
+        cache = self.leader_epoch_cache
+        if cache is None:
+            return
+        offset = max(start_offset, self._log_start_offset)
+        for _ in range(len(self._segments) + self._log_end_offset - offset + 1):
+            if offset >= self._log_end_offset:
+                break
+            data = self.read(offset, _EPOCH_SCAN_BYTES)
+            next_offset = offset
+            for _, header in iter_batch_headers(data):
+                epoch = header.partition_leader_epoch
+                latest = cache.latest_epoch()
+                if epoch >= 0 and (latest is None or epoch > latest):
+                    cache.assign(epoch, header.base_offset)
+                next_offset = header.next_offset
+            if next_offset <= offset:
+                break  # nothing readable there (a gap at the end of a segment)
+            offset = next_offset
+        cache.flush()
 
     # -- loading ----------------------------------------------------------------------
 
@@ -126,6 +189,7 @@ class Log:
         log_start_offset: int | None = None,
         high_watermark: int | None = None,
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+        with_leader_epoch_cache: bool = True,
     ) -> Log:
         """Load the segments of ``log_dir`` (created if missing): see ``log_loader``.
 
@@ -134,6 +198,8 @@ class Log:
         ``log_start_offset`` and ``high_watermark`` come from checkpoints; the high
         watermark defaults to the log start offset, as Kafka before a leader or
         follower update (a single-replica leader sets it to ``log_end_offset``).
+        The leader epoch cache is loaded (``with_leader_epoch_cache``; the metadata log keeps
+        its own) and, with ``recover``, completed from the recovered batches.
         """
         segments, start = load_segments(
             log_dir,
@@ -150,7 +216,12 @@ class Log:
             log_start_offset=start,
             now_ms=now_ms,
             producer_id_expiration_ms=producer_id_expiration_ms,
+            with_leader_epoch_cache=with_leader_epoch_cache,
         )
+        if recover:
+            log.assign_epochs_from(
+                log.active_segment.base_offset if recovery_point is None else recovery_point
+            )
         if high_watermark is not None:
             log.high_watermark = high_watermark
         return log
@@ -269,6 +340,7 @@ class Log:
         buffer = bytearray(records)  # the one copy: offsets are patched into it
         next_offset = assign_offsets(buffer, first_offset, leader_epoch, append_time)
         max_timestamp, offset_of_max = max_timestamp_of(headers, first_offset, append_time)
+        self.maybe_assign_epoch_start_offset(leader_epoch, first_offset)
         self._append(buffer, first_offset, next_offset - 1, max_timestamp, offset_of_max, now_ms)
         self._update_txn_index(completed, buffer)
         self.producer_state.update(producer_updates, next_offset)
@@ -309,6 +381,8 @@ class Log:
         first_offset = headers[0].base_offset
         last_offset = headers[-1].last_offset
         max_timestamp, offset_of_max = max_timestamp_of(headers, None, None)
+        for header in headers:
+            self.maybe_assign_epoch_start_offset(header.partition_leader_epoch, header.base_offset)
         self._append(records, first_offset, last_offset, max_timestamp, offset_of_max, now_ms)
         self._update_txn_index(self.producer_state.update_from_replay(headers), records)
         self._maybe_flush(now_ms)
@@ -322,6 +396,22 @@ class Log:
             valid_bytes=len(records),
             offset_of_max_timestamp=offset_of_max,
         )
+
+    def maybe_assign_epoch_start_offset(self, leader_epoch: int, start_offset: int) -> None:
+        """Kafka's ``maybeAssignEpochStartOffset``: called before a batch is written (so the
+        file never lacks an epoch the log holds) and by ``Partition`` when this broker becomes
+        leader of a new epoch (at the log end offset). Negative epochs are ignored."""
+        cache = self.leader_epoch_cache
+        if cache is not None and leader_epoch >= 0 and cache.assign(leader_epoch, start_offset):
+            self._write_epoch_checkpoint()
+
+    def _write_epoch_checkpoint(self) -> None:
+        """Write a changed leader epoch cache at once (Kafka writes on ``assign``): fsynced
+        with inline flushing; else into the page cache only (it survives a process crash),
+        fsynced by the next flush round off the event loop (``flush_due``)."""
+        cache = self.leader_epoch_cache
+        if cache is not None:
+            cache.write(sync=self.inline_flush)
 
     def _nothing_appended(self) -> LogAppendInfo:
         end = self._log_end_offset
@@ -495,6 +585,20 @@ class Log:
         exact = best.find_record_with_timestamp(best_timestamp, best_offset)
         return best_timestamp, best_offset if exact is None else exact
 
+    # -- leader epochs ---------------------------------------------------------------------
+
+    def end_offset_for_epoch(self, leader_epoch: int) -> tuple[int, int]:
+        """``(epoch, end_offset)`` for OffsetForLeaderEpoch (Kafka's ``endOffsetForEpoch``
+        over ``LeaderEpochFileCache.endOffsetFor``): the log end offset for the latest epoch,
+        else the start offset of the first epoch above ``leader_epoch`` with the greatest
+        epoch not above it; ``(UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)`` (-1, -1) for -1, an
+        unknown greater epoch, or a log without epochs."""
+        self._check_open()
+        cache = self.leader_epoch_cache
+        if cache is None:
+            return UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET
+        return cache.end_offset_for(leader_epoch, self._log_end_offset)
+
     # -- truncation and retention ----------------------------------------------------------
 
     def truncate_to(self, offset: int) -> None:
@@ -521,6 +625,9 @@ class Log:
         self._high_watermark = min(self._high_watermark, self._log_end_offset)
         self._recovery_point = min(self._recovery_point, self._log_end_offset)
         self._load_producer_state(self._now_ms)  # drops the snapshots past the new end
+        cache = self.leader_epoch_cache
+        if cache is not None and cache.truncate_from_end(self._log_end_offset):
+            self._write_epoch_checkpoint()  # Kafka's truncateFromEnd
 
     def truncate_fully_and_start_at(self, offset: int) -> None:
         """Delete every segment and restart the log empty at ``offset``."""
@@ -536,6 +643,9 @@ class Log:
         self._high_watermark = self._recovery_point = offset
         self.producer_state.delete_snapshots(lambda _: True)
         self.producer_state.truncate_and_reset(offset)
+        if self.leader_epoch_cache is not None:
+            self.leader_epoch_cache.clear()  # Kafka's clearAndFlush
+            self._write_epoch_checkpoint()
 
     def maybe_increment_log_start_offset(self, offset: int) -> bool:
         """Move ``log_start_offset`` up to ``offset`` <= high watermark (DeleteRecords)."""
@@ -549,7 +659,14 @@ class Log:
         if offset <= self._log_start_offset:
             return False
         self._log_start_offset = offset
+        self._truncate_epochs_from_start()
         return True
+
+    def _truncate_epochs_from_start(self) -> None:
+        """Kafka's ``truncateFromStart(logStartOffset)`` when the log start offset moved."""
+        cache = self.leader_epoch_cache
+        if cache is not None and cache.truncate_from_start(self._log_start_offset):
+            self._write_epoch_checkpoint()
 
     def delete_old_segments(self, now_ms: int) -> int:
         """Apply retention now and delete the files inline; returns the number deleted."""
@@ -614,6 +731,7 @@ class Log:
         self._recovery_point = max(self._recovery_point, self._log_start_offset)
         first_kept = self._base_offsets[0]
         self.producer_state.delete_snapshots(lambda offset: offset < first_kept)
+        self._truncate_epochs_from_start()
         return deletable
 
     def remove_expired_producers(self, now_ms: int) -> int:
@@ -663,28 +781,50 @@ class Log:
 
     def flush_due(self, now_ms: int) -> bool:
         """``flush.ms`` elapsed or ``flush.messages`` reached, with something to flush."""
-        if self._closed or self._log_end_offset <= self._recovery_point:
+        if self._closed:
+            return False
+        if self.epoch_checkpoint_dirty:
+            return True
+        if self._log_end_offset <= self._recovery_point:
             return False
         return self.flush_needed or now_ms - self._last_flush_ms >= self._config.flush_ms
 
     def flush_snapshot(self) -> FlushSnapshot | None:
         """Handles to fsync everything below ``log_end_offset`` off this thread (then
-        ``complete_flush``); None when that is flushed already."""
+        ``complete_flush``), with the leader epoch checkpoint if it changed; None when all
+        that is flushed already."""
         self._check_open()
+        cache = self.leader_epoch_cache
+        epoch_checkpoint = None
+        if cache is not None and cache.dirty:
+            version, entries = cache.checkpoint_snapshot()
+            epoch_checkpoint = (cache.checkpoint_path, version, entries)
         if self._log_end_offset <= self._recovery_point:
-            return None
+            if epoch_checkpoint is None:
+                return None
+            return FlushSnapshot(self._log_end_offset, self._truncations, [], epoch_checkpoint)
         handles = []
         last = len(self._segments) - 1
         for i, segment in enumerate(self._segments):
             if i < last and self._base_offsets[i + 1] <= self._recovery_point:
                 continue
             handles.append(segment.flush_handles())
-        return FlushSnapshot(self._log_end_offset, self._truncations, handles)
+        return FlushSnapshot(self._log_end_offset, self._truncations, handles, epoch_checkpoint)
+
+    @property
+    def epoch_checkpoint_dirty(self) -> bool:
+        """The leader epoch cache changed since ``leader-epoch-checkpoint`` was written."""
+        cache = self.leader_epoch_cache
+        return not self._closed and cache is not None and cache.dirty
 
     def complete_flush(self, snapshot: FlushSnapshot, now_ms: int) -> None:
         """Move the recovery point to what ``snapshot`` made durable; nothing if the log
         was truncated since (the offsets may now name other, unflushed, batches)."""
-        if self._closed or snapshot.truncations != self._truncations:
+        if self._closed:
+            return
+        if snapshot.epoch_checkpoint is not None and self.leader_epoch_cache is not None:
+            self.leader_epoch_cache.mark_written(snapshot.epoch_checkpoint[1])
+        if snapshot.truncations != self._truncations:
             return
         flushed = min(snapshot.log_end_offset, self._log_end_offset)
         self._recovery_point = max(self._recovery_point, flushed)
@@ -699,6 +839,11 @@ class Log:
             self.producer_state.take_snapshot()
         except OSError:
             pass  # the directory is going away; the log replays the state next time
+        if self.leader_epoch_cache is not None:
+            try:
+                self.leader_epoch_cache.flush()
+            except OSError:
+                pass  # as above: rebuilt from the batch headers next time
         for segment in self._segments:
             segment.close()
         self._closed = True

@@ -4,7 +4,8 @@ Kafka's ``UnifiedLog.flush`` runs on the request handler or the scheduler's thre
 the event loop must never wait for the disk, so a flush has three steps: ``Log.flush_snapshot``
 (trio thread: duplicate the descriptors of the segments at or after the recovery point),
 ``FlushSnapshot.fsync`` (any thread) and ``Log.complete_flush`` (trio thread: move the
-recovery point). ``log_tasks.FlushCoordinator`` drives them with group commit.
+recovery point). ``log_tasks.FlushCoordinator`` drives them with group commit. A changed
+leader epoch cache rides along: ``fsync`` also rewrites the ``leader-epoch-checkpoint``.
 
 Invariant: a snapshot owns its duplicated descriptors and closes them exactly once, so the
 log may close, roll or delete segments while an fsync runs.
@@ -15,6 +16,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from pykbroker.log.leader_epoch_cache import EpochEntry, write_leader_epoch_checkpoint
 
 __all__ = ["FlushSnapshot"]
 
@@ -27,10 +30,13 @@ class FlushSnapshot:
     log_end_offset: int
     truncations: int
     handles: list[tuple[int, list[Path]]]
+    #: ``(path, cache version, entries)`` of a leader epoch checkpoint to rewrite, if changed
+    epoch_checkpoint: tuple[Path, int, list[EpochEntry]] | None = None
 
     def fsync(self) -> None:
         """fsync each log file and its index files (written through mmap), then close
-        the duplicated descriptors. Index files deleted meanwhile are skipped."""
+        the duplicated descriptors. Index files deleted meanwhile are skipped. Then the
+        leader epoch checkpoint is rewritten (unless its directory went away)."""
         try:
             for fd, index_paths in self.handles:
                 os.fsync(fd)
@@ -47,3 +53,7 @@ class FlushSnapshot:
             for fd, _ in self.handles:
                 os.close(fd)
             self.handles = []
+        if self.epoch_checkpoint is not None:
+            path, _, entries = self.epoch_checkpoint
+            if path.parent.is_dir():
+                write_leader_epoch_checkpoint(path, entries, ".flush.tmp")

@@ -92,9 +92,10 @@ class FlushCoordinator:
                 nursery.start_soon(self.flush_up_to, log, offset)
 
     async def flush_up_to(self, log: Log, offset: int) -> None:
-        """Return when ``log.recovery_point >= offset``; KAFKA_STORAGE_ERROR if the log
-        closes first or the fsync fails (as Kafka takes the log dir offline)."""
-        while log.recovery_point < offset:
+        """Return when ``log.recovery_point >= offset`` and its leader epoch checkpoint is
+        written; KAFKA_STORAGE_ERROR if the log closes first or the fsync fails (as Kafka
+        takes the log dir offline)."""
+        while log.recovery_point < offset or log.epoch_checkpoint_dirty:
             if log.is_closed:
                 raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"{log.dir.name} closed")
             running = self._running.get(log)

@@ -1,7 +1,8 @@
 """Partition: one hosted topic-partition, its log, leadership and high watermark.
 
 Mirrors Kafka's ``Partition``. The leader epoch and replica set come from the metadata image
-(``update``). Invariant: ``log_start_offset <= high_watermark <= log_end_offset``. With one
+(``update``); ``last_offset_for_leader_epoch`` answers OffsetForLeaderEpoch from the log's
+leader epoch cache. Invariant: ``log_start_offset <= high_watermark <= log_end_offset``. With one
 replica in the ISR the high watermark advances to the log end offset on every append; the
 replication layer generalises this to the minimum log end offset over the ISR.
 """
@@ -30,13 +31,18 @@ class Partition:
         self.is_leader = False
 
     def update(self, registration: PartitionRegistration, node_id: int, config: LogConfig) -> None:
-        """Apply the partition's registration from the metadata image."""
+        """Apply the partition's registration from the metadata image. Becoming leader of a
+        new epoch caches it at the log end offset (Kafka's ``makeLeader``), so the epoch ends
+        of older epochs are known before this leader appends anything."""
+        new_leader_epoch = registration.leader_epoch > self.leader_epoch
         self.leader_id = registration.leader
         self.leader_epoch = registration.leader_epoch
         self.replicas = registration.replicas
         self.isr = registration.isr
         self.is_leader = registration.leader == node_id
         self.log.config = config
+        if self.is_leader and new_leader_epoch:
+            self.log.maybe_assign_epoch_start_offset(self.leader_epoch, self.log.log_end_offset)
         if self.is_leader and self.isr == (node_id,):
             self.log.high_watermark = self.log.log_end_offset
 
@@ -47,6 +53,24 @@ class Partition:
         if requested < self.leader_epoch:
             raise KafkaError(ErrorCode.FENCED_LEADER_EPOCH)
         raise KafkaError(ErrorCode.UNKNOWN_LEADER_EPOCH)
+
+    def last_offset_for_leader_epoch(
+        self, current_leader_epoch: int, leader_epoch: int
+    ) -> tuple[int, int]:
+        """Kafka's ``Partition.lastOffsetForLeaderEpoch`` (fetchOnlyFromLeader): the
+        ``(leader_epoch, end_offset)`` of ``Log.end_offset_for_epoch``. KafkaError as Kafka's
+        ``getLocalLog``: first ``current_leader_epoch`` (absent only when -1) against this
+        partition's epoch, FENCED_LEADER_EPOCH below it and UNKNOWN_LEADER_EPOCH above; then
+        NOT_LEADER_OR_FOLLOWER unless this broker leads the partition."""
+        if current_leader_epoch != -1 and current_leader_epoch != self.leader_epoch:
+            raise KafkaError(
+                ErrorCode.FENCED_LEADER_EPOCH
+                if current_leader_epoch < self.leader_epoch
+                else ErrorCode.UNKNOWN_LEADER_EPOCH
+            )
+        if not self.is_leader:
+            raise KafkaError(ErrorCode.NOT_LEADER_OR_FOLLOWER)
+        return self.log.end_offset_for_epoch(leader_epoch)
 
     @property
     def last_stable_offset(self) -> int:

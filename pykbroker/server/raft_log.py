@@ -6,11 +6,13 @@ for the ``__cluster_metadata-0`` partition directory:
 
 * records are v2 record batches whose partitionLeaderEpoch is the raft epoch; control batches
   (LeaderChangeMessage, ...) have the control bit and the key ``control_record_key(type)``;
-* the leader epoch cache (``epoch -> start offset``) is kept in memory and persisted as
-  ``leader-epoch-checkpoint`` (Kafka's text format: version ``0``, the count, then
-  ``epoch start_offset`` lines), written atomically on ``flush``, on truncation and on snapshot
-  installation; on open it is loaded, entries at or past the log end are dropped and the tail
-  from its last entry is rebuilt from batch headers (all of it if the file is missing or bad);
+* the leader epoch cache (``epoch -> start offset``, ``log.leader_epoch_cache``'s
+  ``LeaderEpochFileCache``; the ``Log`` below keeps none of its own) is kept in memory and
+  persisted as ``leader-epoch-checkpoint`` (Kafka's text format: version ``0``, the count,
+  then ``epoch start_offset`` lines), written atomically on ``flush``, on truncation and on
+  snapshot installation; on open it is loaded, entries at or past the log end are dropped and
+  the tail from its last entry is rebuilt from batch headers (all of it if the file is missing
+  or bad);
 * snapshots are ``<end_offset:020d>-<epoch:010d>.checkpoint`` files in the partition
   directory, written as ``.checkpoint.part`` + fsync + rename + directory fsync.
 
@@ -32,8 +34,6 @@ trio thread (``flush`` fsyncs inline).
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import logging
 import os
 import re
@@ -42,6 +42,14 @@ from pathlib import Path
 
 from pykbroker.api.protocol.errors import KafkaError
 from pykbroker.clock import wall_clock_ms
+from pykbroker.log.leader_epoch_cache import (
+    LEADER_EPOCH_CHECKPOINT_FILE,
+    EpochEntry,
+    LeaderEpochFileCache,
+    read_leader_epoch_checkpoint,
+    write_file_atomically,
+    write_leader_epoch_checkpoint,
+)
 from pykbroker.log.log import Log
 from pykbroker.log.log_config import LogConfig
 from pykbroker.log.record_batch import (
@@ -61,90 +69,30 @@ from pykbroker.raft.log import (
 from pykbroker.raft.messages import OffsetAndEpoch, SnapshotId
 
 __all__ = [
-    "LEADER_EPOCH_CHECKPOINT_FILE",
+    "LEADER_EPOCH_CHECKPOINT_FILE",  # re-exported from pykbroker.log.leader_epoch_cache
     "METADATA_PARTITION_DIR",
     "RAFT_LOG_CONFIG",
     "InconsistentSnapshotStateError",
     "KafkaReplicatedLog",
     "read_leader_epoch_checkpoint",
     "snapshot_file_name",
+    "write_file_atomically",
     "write_leader_epoch_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
 
 METADATA_PARTITION_DIR = "__cluster_metadata-0"
-LEADER_EPOCH_CHECKPOINT_FILE = "leader-epoch-checkpoint"
 SNAPSHOT_SUFFIX = ".checkpoint"
 PARTIAL_SUFFIX = ".part"
 DELETED_SUFFIX = ".deleted"
 _SNAPSHOT_NAME = re.compile(r"^(\d{20})-(\d{10})\.checkpoint$")
-_CHECKPOINT_VERSION = 0
 _SCAN_BYTES = 1 << 20
 
 #: The metadata log never expires by time or size: only snapshots clean it (KIP-630).
 RAFT_LOG_CONFIG = LogConfig.from_properties(
     {"segment.bytes": str(64 * 1024 * 1024), "retention.ms": "-1", "retention.bytes": "-1"}
 )
-
-
-# --- small durable-file helpers ------------------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_file_atomically(path: Path, data: bytes, tmp_suffix: str = ".tmp") -> None:
-    """Replace ``path`` with ``data``: write ``path + tmp_suffix``, fsync, rename, fsync dir."""
-    tmp = path.with_name(path.name + tmp_suffix)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def write_leader_epoch_checkpoint(path: Path, entries: Sequence[tuple[int, int]]) -> None:
-    """Kafka's ``LeaderEpochCheckpointFile.write``: ``0``, count, ``epoch start_offset`` lines."""
-    lines = [str(_CHECKPOINT_VERSION), str(len(entries))]
-    lines.extend(f"{epoch} {start}" for epoch, start in entries)
-    write_file_atomically(path, ("\n".join(lines) + "\n").encode())
-
-
-def read_leader_epoch_checkpoint(path: Path) -> list[tuple[int, int]] | None:
-    """The ``(epoch, start_offset)`` entries of ``path``; None if missing or malformed."""
-    try:
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-    except FileNotFoundError:
-        return None
-    try:
-        if len(lines) < 2 or int(lines[0]) != _CHECKPOINT_VERSION:
-            raise ValueError("bad version or count line")
-        count = int(lines[1])
-        if count != len(lines) - 2:
-            raise ValueError(f"expected {count} entries, found {len(lines) - 2}")
-        entries: list[tuple[int, int]] = []
-        for line in lines[2:]:
-            epoch_text, offset_text = line.split()
-            entries.append((int(epoch_text), int(offset_text)))
-    except ValueError as exc:
-        logger.warning("ignoring malformed leader epoch checkpoint %s: %s", path, exc)
-        return None
-    for (e1, o1), (e2, o2) in itertools.pairwise(entries):
-        if e2 <= e1 or o2 < o1:
-            logger.warning("ignoring leader epoch checkpoint %s: entries out of order", path)
-            return None
-    return entries
 
 
 def snapshot_file_name(snapshot_id: SnapshotId) -> str:
@@ -169,8 +117,8 @@ class KafkaReplicatedLog:
         self._dir = log.dir
         self._clock = clock
         self._checkpoint_path = self._dir / LEADER_EPOCH_CHECKPOINT_FILE
-        self._epochs: list[tuple[int, int]] = []  # (epoch, start_offset), ascending
-        self._epochs_dirty = False
+        # Kafka's LeaderEpochFileCache; the underlying Log keeps none (with_leader_epoch_cache).
+        self._epoch_cache = LeaderEpochFileCache(self._checkpoint_path)
         self._snapshots: set[SnapshotId] = set()
         try:
             self._recover_snapshot_files()
@@ -190,7 +138,14 @@ class KafkaReplicatedLog:
     ) -> KafkaReplicatedLog:
         """Load (or create) ``partition_dir`` (``<metadata.log.dir>/__cluster_metadata-0``),
         recovering every segment (a torn tail is cut off, as after a crash)."""
-        log = Log.open(partition_dir, config, recover=True, recovery_point=0, now_ms=clock())
+        log = Log.open(
+            partition_dir,
+            config,
+            recover=True,
+            recovery_point=0,
+            now_ms=clock(),
+            with_leader_epoch_cache=False,
+        )
         return cls(log, clock)
 
     # --- start-up ------------------------------------------------------------------------
@@ -212,18 +167,16 @@ class KafkaReplicatedLog:
         """Load ``leader-epoch-checkpoint``, drop what the log no longer holds, and rebuild the
         tail (or all of it) from the batch headers."""
         log = self._log
-        loaded = read_leader_epoch_checkpoint(self._checkpoint_path)
-        entries = [e for e in (loaded or []) if e[1] < log.log_end_offset]
-        if loaded is None or not entries:
-            entries = []
-            scan_from = log.log_start_offset
-        else:
-            scan_from = max(entries[-1][1], log.log_start_offset)
-        self._epochs = entries
-        for header in self._headers(scan_from):
+        cache, loaded = LeaderEpochFileCache.load(self._checkpoint_path)
+        as_loaded = list(cache.entries)
+        cache.truncate_from_end(log.log_end_offset)
+        latest = cache.latest_entry()
+        scan_from = log.log_start_offset if latest is None else latest.start_offset
+        self._epoch_cache = cache
+        for header in self._headers(max(scan_from, log.log_start_offset)):
             self._assign(header.partition_leader_epoch, header.base_offset)
         self._trim_epochs_to_start(log.log_start_offset)
-        if loaded != self._epochs:
+        if not loaded or as_loaded != list(cache.entries):
             self._write_epoch_checkpoint()
 
     def _settle_log_start(self) -> None:
@@ -255,8 +208,7 @@ class KafkaReplicatedLog:
                 )
             self._move_log_start(held[0])
         self._delete_snapshots_below(log.log_start_offset)
-        if self._epochs_dirty:
-            self._write_epoch_checkpoint()
+        self._epoch_cache.flush()
 
     # --- ReplicatedLog: offsets and epochs -------------------------------------------------
 
@@ -375,8 +327,7 @@ class KafkaReplicatedLog:
             self._log.truncate_fully_and_start_at(offset)  # empty: reopen must start here
         else:
             self._log.truncate_to(offset)
-        while self._epochs and self._epochs[-1][1] >= offset:
-            self._epochs.pop()
+        self._epoch_cache.truncate_from_end(offset)
         self._write_epoch_checkpoint()  # as Kafka's truncateFromEnd: never a stale tail
 
     # --- ReplicatedLog: snapshots ----------------------------------------------------------
@@ -450,8 +401,7 @@ class KafkaReplicatedLog:
     def flush(self) -> None:
         """fsync the segments, then the epoch checkpoint if it changed (``flush_log``)."""
         self._log.flush(self._clock())
-        if self._epochs_dirty:
-            self._write_epoch_checkpoint()
+        self._epoch_cache.flush()
 
     def close(self) -> None:
         if self._log.is_closed:
@@ -484,10 +434,15 @@ class KafkaReplicatedLog:
         first = next(iter_batch_headers(self._log.read(offset, 1)), None)
         return first is not None and first[1].base_offset == offset
 
+    @property
+    def _epochs(self) -> Sequence[EpochEntry]:
+        """The leader epoch cache's entries, ``(epoch, start_offset)`` ascending."""
+        return self._epoch_cache.entries
+
     def _epoch_at(self, offset: int) -> int:
         """Epoch of the record at ``offset`` (inside the log), from the epoch cache."""
-        index = bisect.bisect_right([s for _, s in self._epochs], offset) - 1
-        return self._epochs[index][0] if index >= 0 else -1
+        epoch = self._epoch_cache.epoch_for_offset(offset)
+        return -1 if epoch is None else epoch
 
     def _holds(self, snapshot_id: SnapshotId) -> bool:
         """The log contains every record the snapshot covers, ending in the snapshot's epoch."""
@@ -499,26 +454,17 @@ class KafkaReplicatedLog:
 
     def _assign(self, epoch: int, start_offset: int) -> None:
         """Kafka's ``LeaderEpochFileCache.assign``: a new epoch starting at ``start_offset``
-        replaces every entry it contradicts."""
-        if self._epochs and self._epochs[-1][0] == epoch and self._epochs[-1][1] <= start_offset:
-            return
-        while self._epochs and (
-            self._epochs[-1][0] >= epoch or self._epochs[-1][1] >= start_offset
-        ):
-            self._epochs.pop()
-        self._epochs.append((epoch, start_offset))
-        self._epochs_dirty = True
+        replaces every entry it contradicts (a batch without an epoch, -1, starts none)."""
+        if epoch >= 0:
+            self._epoch_cache.assign(epoch, start_offset)
 
     def _trim_epochs_to_start(self, new_start: int) -> None:
         """Kafka's ``truncateFromStart``: entries below ``new_start`` go, the last one moved to
         ``new_start`` while the log still holds records."""
-        floor = [e for e in self._epochs if e[1] < new_start]
-        rest = [e for e in self._epochs if e[1] >= new_start]
-        if floor and self.log_end_offset > new_start and (not rest or rest[0][1] > new_start):
-            rest.insert(0, (floor[-1][0], new_start))
-        if rest != self._epochs:
-            self._epochs = rest
-            self._epochs_dirty = True
+        if self.log_end_offset > new_start:
+            self._epoch_cache.truncate_from_start(new_start)
+        elif len(self._epoch_cache):  # an empty log keeps no epoch: its snapshot answers
+            self._epoch_cache.clear()
 
     def _move_log_start(self, offset: int) -> None:
         """Raise the log start offset to a snapshot's end (whole segments below go). A snapshot
@@ -535,7 +481,7 @@ class KafkaReplicatedLog:
 
     def _truncate_fully_and_start_at(self, offset: int) -> None:
         self._log.truncate_fully_and_start_at(offset)
-        self._epochs = []
+        self._epoch_cache.clear()
         self._write_epoch_checkpoint()
 
     def _write_snapshot(self, snapshot_id: SnapshotId, data: bytes) -> None:
@@ -548,8 +494,7 @@ class KafkaReplicatedLog:
             self.snapshot_path(old).unlink(missing_ok=True)
 
     def _write_epoch_checkpoint(self) -> None:
-        write_leader_epoch_checkpoint(self._checkpoint_path, self._epochs)
-        self._epochs_dirty = False
+        self._epoch_cache.write()
 
     def __repr__(self) -> str:
         return (

@@ -88,16 +88,25 @@ async def test_records_reach_the_image_only_when_committed(tmp_path: Path) -> No
         async def create(name: str) -> None:
             results.append(await controller.create_topics([CreateTopicRequest(name)]))
 
+        async def validate(name: str) -> None:
+            checked.append(
+                await controller.create_topics([CreateTopicRequest(name)], validate_only=True)
+            )
+
+        checked: list[Any] = []
         nursery.start_soon(create, "a")
         await trio.testing.wait_all_tasks_blocked()
         assert "a" not in controller.image.topics  # appended, not committed
-        # The leader validates against its own uncommitted append.
-        second = await controller.create_topics([CreateTopicRequest("a")], validate_only=True)
-        assert second[0].error == ErrorCode.TOPIC_ALREADY_EXISTS
+        # The leader validates against its own uncommitted append: "a" already exists, and
+        # that answer too waits until the topic is in the image.
+        nursery.start_soon(validate, "a")
+        await trio.testing.wait_all_tasks_blocked()
         assert not results
+        assert not checked
         controller.handle_commit(raft.log.log_end_offset)
         await trio.testing.wait_all_tasks_blocked()
         assert results[0][0].error == ErrorCode.NO_ERROR
+        assert checked[0][0].error == ErrorCode.TOPIC_ALREADY_EXISTS
         assert "a" in controller.image.topics
 
 

@@ -41,6 +41,7 @@ _MODULES = (
     "offset_commit",
     "offset_delete",
     "offset_fetch",
+    "offset_for_leader_epoch",
     "produce",
     "sync_group",
     "txn_offset_commit",
