@@ -338,3 +338,85 @@ def test_killing_the_active_controller_many_times(cluster: ProcessCluster) -> No
     elections = kill_rounds(cluster, rounds=12)
     assert max(elections) < 20
     full_restart_keeps_metadata(cluster)
+
+
+def _read_values(
+    bootstrap: str, topic: str, isolation: str, expected: int, settle_s: float = 3.0
+) -> list[bytes]:
+    """Every value of ``topic`` read from the beginning with ``isolation.level``: polls until
+    ``expected`` values arrived (bounded), then ``settle_s`` more to catch any extra one."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{isolation}-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "isolation.level": isolation,
+            "logger": LIBRDKAFKA_LOG,
+        }
+    )
+    values: list[bytes] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 40
+        settle_until: float | None = None
+        while time.monotonic() < deadline:  # bounded by the deadline
+            if settle_until is None and len(values) >= expected:
+                settle_until = time.monotonic() + settle_s
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+            message = consumer.poll(0.2)
+            value = message.value() if message is not None and not message.error() else None
+            if value is not None:
+                values.append(value)
+    finally:
+        consumer.close()
+    return values
+
+
+def test_transactions_across_the_cluster(cluster: ProcessCluster) -> None:
+    """confluent-kafka's transactional producer over a topic with a partition led by each
+    broker: the transaction coordinator sends WriteTxnMarkers to the other leaders, so a
+    read_committed consumer sees exactly the 30 committed records (not the aborted ones), and
+    the offsets sent with ``send_offsets_to_transaction`` are committed with them."""
+    bootstrap = cluster.bootstrap()
+    client = admin(bootstrap)  # kept alive until the future is done
+    client.create_topics([NewTopic("txn-spread", 3, 1)])["txn-spread"].result(timeout=15)
+    metadata = client.list_topics(timeout=5)
+    assert {p.leader for p in metadata.topics["txn-spread"].partitions.values()} == {1, 2, 3}
+    group = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "txn-cluster-group", "logger": LIBRDKAFKA_LOG}
+    )
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "transactional.id": "cluster-txn",
+            "logger": LIBRDKAFKA_LOG,
+        }
+    )
+    try:
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        for i in range(30):
+            producer.produce("txn-spread", key=str(i).encode(), value=f"c{i}".encode())
+        producer.send_offsets_to_transaction(
+            [TopicPartition("txn-spread", p, 10 + p) for p in range(3)],
+            group.consumer_group_metadata(),
+            30,
+        )
+        started = time.monotonic()
+        producer.commit_transaction(30)
+        print(f"commit_transaction over 3 brokers: {(time.monotonic() - started) * 1000:.0f} ms")
+        producer.begin_transaction()
+        for i in range(10):
+            producer.produce("txn-spread", key=str(i).encode(), value=f"a{i}".encode())
+        assert producer.flush(30) == 0  # written, so the abort has something to hide
+        producer.abort_transaction(30)
+        committed = group.committed([TopicPartition("txn-spread", p) for p in range(3)], timeout=10)
+        assert sorted(tp.offset for tp in committed) == [10, 11, 12]
+    finally:
+        group.close()
+    seen = _read_values(bootstrap, "txn-spread", "read_committed", 30)
+    assert sorted(seen) == sorted(f"c{i}".encode() for i in range(30))
+    everything = _read_values(bootstrap, "txn-spread", "read_uncommitted", 40)
+    assert len(everything) == 40

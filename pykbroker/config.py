@@ -203,12 +203,24 @@ class BrokerConfig:
     socket_request_max_bytes: int = 104_857_600
     message_max_bytes: int = 1_048_588
     replica_fetch_max_bytes: int = 1_048_576
+    replica_fetch_response_max_bytes: int = 10_485_760
+    replica_fetch_wait_max_ms: int = 500
+    replica_fetch_backoff_ms: int = 1000
+    replica_lag_time_max_ms: int = 30_000
     group_initial_rebalance_delay_ms: int = 3000
     group_min_session_timeout_ms: int = 6000
     group_max_session_timeout_ms: int = 1_800_000
     group_max_size: int = 2**31 - 1
     offsets_topic_num_partitions: int = 50
+    #: Kafka's default is 3; pykbroker's is 1 so a single node works out of the box (the
+    #: sample server.properties Kafka ships sets 1 too). Creating the internal topic fails
+    #: (COORDINATOR_NOT_AVAILABLE) while fewer brokers are unfenced, as in Kafka.
     offsets_topic_replication_factor: int = 1
+    transaction_state_log_replication_factor: int = 1
+    min_insync_replicas: int = 1
+    unclean_leader_election_enable: bool = False
+    auto_leader_rebalance_enable: bool = True
+    leader_imbalance_check_interval_seconds: int = 300
     offset_metadata_max_bytes: int = 4096
     transaction_state_log_num_partitions: int = 50
     transaction_max_timeout_ms: int = 900_000
@@ -340,6 +352,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "socket.request.max.bytes": _int(1, 2**31 - 1),
     "message.max.bytes": _int(0, 2**31 - 1),
     "replica.fetch.max.bytes": _int(0, 2**31 - 1),
+    "replica.fetch.response.max.bytes": _int(0, 2**31 - 1),
+    "replica.fetch.wait.max.ms": _int(0, 2**31 - 1),
+    "replica.fetch.backoff.ms": _int(0, 2**31 - 1),
+    "replica.lag.time.max.ms": _int(1),
     "group.initial.rebalance.delay.ms": _int(0, 2**31 - 1),
     "group.min.session.timeout.ms": _int(0, 2**31 - 1),
     "group.max.session.timeout.ms": _int(0, 2**31 - 1),
@@ -351,6 +367,11 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "transactional.id.expiration.ms": _int(1, 2**31 - 1),
     "transaction.remove.expired.transaction.cleanup.interval.ms": _int(1, 2**31 - 1),
     "offsets.topic.replication.factor": _int(1, 32767),
+    "transaction.state.log.replication.factor": _int(1, 32767),
+    "min.insync.replicas": _int(1, 2**31 - 1),
+    "unclean.leader.election.enable": _bool,
+    "auto.leader.rebalance.enable": _bool,
+    "leader.imbalance.check.interval.seconds": _int(1),
     "offset.metadata.max.bytes": _int(0, 2**31 - 1),
     "connections.max.idle.ms": _int(-1),
     "controller.quorum.voters": _voters,
@@ -384,7 +405,6 @@ _ACCEPTED = frozenset(
         "num.recovery.threads.per.data.dir",
         "socket.send.buffer.bytes",
         "socket.receive.buffer.bytes",
-        "transaction.state.log.replication.factor",
         "transaction.state.log.min.isr",
         "log.cleaner.threads",
         "offsets.retention.minutes",
@@ -396,7 +416,7 @@ _ACCEPTED = frozenset(
         "log.cleaner.io.max.bytes.per.second",
         "log.cleaner.io.buffer.size",
         "log.segment.delete.delay.ms",
-        "min.insync.replicas",
+        "leader.imbalance.per.broker.percentage",
     }
 )
 

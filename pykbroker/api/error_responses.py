@@ -33,6 +33,7 @@ _MIRRORS: dict[int, list[tuple[str, str, dict[str, str]]]] = {
     28: [("topics", "topics", {"name": "name"})],
     37: [("topics", "results", {"name": "name"})],
     42: [("groups_names", "results", {"": "group_id"})],
+    43: [("topic_partitions", "replica_election_results", {"topic": "topic"})],
     61: [("topics", "topics", {"name": "name"})],
     65: [("transactional_ids", "transaction_states", {"": "transactional_id"})],
     69: [("group_ids", "groups", {"": "group_id"})],
@@ -49,6 +50,7 @@ _PARTITIONS: dict[int, tuple[str, str, str, str]] = {
     23: ("partitions", "partitions", "partition", "partition"),
     24: ("partitions", "results_by_partition", "", "partition_index"),
     28: ("partitions", "partitions", "partition_index", "partition_index"),
+    43: ("partitions", "partition_result", "", "partition_id"),
     61: ("partition_indexes", "partitions", "", "partition_index"),
 }
 #: the partition error field, where it is not ``error_code``

@@ -28,6 +28,37 @@ class PartitionRegistration:
     leader: int
     leader_epoch: int
     partition_epoch: int
+    #: 0 RECOVERED, 1 RECOVERING (after an unclean election, until the leader reports back).
+    leader_recovery_state: int = 0
+
+    @property
+    def preferred_leader(self) -> int:
+        """The first replica (Kafka's ``PartitionRegistration.preferredReplica``)."""
+        return self.replicas[0] if self.replicas else -1
+
+    @property
+    def has_preferred_leader(self) -> bool:
+        return self.leader == self.preferred_leader
+
+    def merge(self, change: Mapping[str, Any]) -> PartitionRegistration:
+        """This partition after a PartitionChangeRecord (Kafka's ``PartitionRegistration.merge``):
+        a record that names a leader (any value but -2, even the same one) bumps the leader
+        epoch; every change bumps the partition epoch."""
+        leader, leader_epoch = self.leader, self.leader_epoch
+        if change.get("leader", -2) != -2:
+            leader, leader_epoch = change["leader"], self.leader_epoch + 1
+        replicas = change.get("replicas")
+        isr = change.get("isr")
+        recovery = change.get("leader_recovery_state", -1)
+        return replace(
+            self,
+            replicas=tuple(replicas) if replicas is not None else self.replicas,
+            isr=tuple(isr) if isr is not None else self.isr,
+            leader=leader,
+            leader_epoch=leader_epoch,
+            partition_epoch=self.partition_epoch + 1,
+            leader_recovery_state=self.leader_recovery_state if recovery == -1 else recovery,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +157,7 @@ class MetadataDelta:
                 leader=data["leader"],
                 leader_epoch=data["leader_epoch"],
                 partition_epoch=data["partition_epoch"],
+                leader_recovery_state=data.get("leader_recovery_state", 0),
             )
         elif message is schemas.PARTITION_CHANGE_RECORD:
             self._replay_partition_change(data)
@@ -177,17 +209,8 @@ class MetadataDelta:
     def _replay_partition_change(self, data: dict[str, Any]) -> None:
         parts = self._topic_partitions(data["topic_id"])
         old = parts.get(data["partition_id"])
-        if old is None:
-            return
-        leader = old.leader if data["leader"] == -2 else data["leader"]
-        parts[data["partition_id"]] = replace(
-            old,
-            replicas=tuple(data["replicas"]) if data["replicas"] is not None else old.replicas,
-            isr=tuple(data["isr"]) if data["isr"] is not None else old.isr,
-            leader=leader,
-            leader_epoch=old.leader_epoch + 1 if leader != old.leader else old.leader_epoch,
-            partition_epoch=old.partition_epoch + 1,
-        )
+        if old is not None:
+            parts[data["partition_id"]] = old.merge(data)
 
     def apply(self, offset: int) -> MetadataImage:
         by_id: dict[uuid.UUID, TopicImage] = {}

@@ -7,7 +7,9 @@ Raft log, bind the listeners and serve the CONTROLLER one, start the Raft driver
 replays committed metadata records into its image and creates the partitions it hosts),
 register this broker with the active controller and wait until the registration is replayed
 locally (so the image is caught up), load the coordinators, then answer clients on the broker
-listeners and heartbeat to the controller. Shutdown: stop accepting, let requests in flight
+listeners and heartbeat to the controller. The replica manager's ISR expiration/AlterPartition
+task and the replica fetchers run in the background from the start (they act on whatever the
+metadata image says). Shutdown: stop accepting, let requests in flight
 finish (bounded by ``controlled.shutdown.timeout.ms``), answer parked fetches, resign Raft
 leadership (EndQuorumEpoch), then flush and close every log and write the clean-shutdown
 marker.
@@ -48,6 +50,7 @@ from .group_wiring import build_group_coordinator
 from .quorum_state_store import FileQuorumStateStore
 from .raft_driver import RaftDriver, VoterEndpoint
 from .raft_log import METADATA_PARTITION_DIR, KafkaReplicatedLog
+from .replica_fetcher import ReplicaFetcherConfig, ReplicaFetcherManager
 from .socket_server import ConnectionHandler
 from .storage import ensure_formatted
 from .txn_wiring import build_transaction_coordinator
@@ -206,17 +209,39 @@ class BrokerServer:
             cluster_id=self.cluster_id,
             channel=channel,
             broker_session_timeout_ms=config.broker_session_timeout_ms,
+            unclean_leader_election_enable=config.unclean_leader_election_enable,
+            auto_leader_rebalance_enable=config.auto_leader_rebalance_enable,
+            leader_imbalance_check_interval_ms=(
+                config.leader_imbalance_check_interval_seconds * 1000
+            ),
         )
         driver.add_listener(controller)
         replica_manager = ReplicaManager(
-            log_manager, node_id=config.node_id, log_config_for=log_config_for, clock=wall_clock_ms
+            log_manager,
+            node_id=config.node_id,
+            log_config_for=log_config_for,
+            clock=wall_clock_ms,
+            replica_lag_time_max_ms=config.replica_lag_time_max_ms,
+            min_insync_replicas=config.min_insync_replicas,
+            controller_channel=channel,
         )
         controller.add_listener(replica_manager.on_metadata_update)
+        fetcher_manager = ReplicaFetcherManager(
+            replica_manager,
+            ReplicaFetcherConfig(
+                fetch_max_bytes=config.replica_fetch_max_bytes,
+                fetch_response_max_bytes=config.replica_fetch_response_max_bytes,
+                fetch_wait_max_ms=config.replica_fetch_wait_max_ms,
+                fetch_backoff_ms=config.replica_fetch_backoff_ms,
+            ),
+            wall_clock_ms,
+        )
         self._services.update(
             controller=controller,
             controller_channel=channel,
             raft=driver,
             replica_manager=replica_manager,
+            replica_fetcher_manager=fetcher_manager,
             log_manager=log_manager,
         )
         group_coordinator = build_group_coordinator(self, controller, replica_manager)
@@ -240,6 +265,10 @@ class BrokerServer:
         try:
             async with trio.open_nursery() as background:
                 await self._start_storage_tasks(background, log_manager)
+                # ISR expiration, AlterPartition and the replica fetchers (Kafka's
+                # ReplicaManager.startup).
+                await background.start(replica_manager.run)
+                await background.start(fetcher_manager.run)
                 async with trio.open_nursery() as connections:
                     controller_scope = trio.CancelScope()
                     broker_scope = trio.CancelScope()

@@ -4,13 +4,14 @@ A listener named in ``controller.listener.names`` serves only: ApiVersions (list
 APIs), the Raft RPCs -- Vote (v0-1), BeginQuorumEpoch (v0-1), EndQuorumEpoch (v0-1), Fetch (v13-18,
 of ``__cluster_metadata-0`` only) and FetchSnapshot (v0-1), handed to the ``RaftDriver`` -- and the
 controller RPCs brokers send to the active controller: DescribeQuorum, BrokerRegistration (v0-4),
-BrokerHeartbeat (v0-1), CreateTopics (v2-7), DeleteTopics (v1-6), CreatePartitions (v0-3) and
-AllocateProducerIds (v0). A node that is not the Raft leader answers the controller RPCs with
-NOT_CONTROLLER, as Kafka's controller does; the broker's ``ControllerChannel`` then retries with
-the new leader.
+BrokerHeartbeat (v0-1), CreateTopics (v2-7), DeleteTopics (v1-6), CreatePartitions (v0-3),
+AllocateProducerIds (v0), AlterPartition (v2-3, as Kafka 4.x: topic ids; v2 ISRs carry no
+broker epochs), ElectLeaders (v0-2) and UnregisterBroker (v0). A node that is not the Raft
+leader answers the controller RPCs with NOT_CONTROLLER, as Kafka's controller does; the
+broker's ``ControllerChannel`` then retries with the new leader.
 
-Not served here (Kafka's controller has them): AlterPartition,
-IncrementalAlterConfigs, ElectLeaders, AddRaftVoter/RemoveRaftVoter (KIP-853), Envelope.
+Not served here (Kafka's controller has them): IncrementalAlterConfigs,
+AddRaftVoter/RemoveRaftVoter (KIP-853), Envelope.
 """
 
 from __future__ import annotations
@@ -21,11 +22,19 @@ from typing import Any
 
 from pykbroker.api.context import RequestContext
 from pykbroker.api.error_responses import error_response
-from pykbroker.api.handlers import api_versions, create_partitions, create_topics, delete_topics
+from pykbroker.api.handlers import (
+    api_versions,
+    create_partitions,
+    create_topics,
+    delete_topics,
+    elect_leaders,
+    unregister_broker,
+)
 from pykbroker.api.handlers.describe_quorum import describe_quorum_locally
 from pykbroker.api.protocol.api_keys import ApiKey
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.coordinator.transaction.producer_id_manager import PRODUCER_ID_BLOCK_SIZE
+from pykbroker.metadata.replication_control import AlterPartitionItem
 from pykbroker.raft import (
     BeginQuorumEpochRequest,
     BeginQuorumEpochResponse,
@@ -168,6 +177,55 @@ async def handle_allocate_producer_ids(
     }
 
 
+async def handle_alter_partition(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+    """AlterPartition v2-3 from a partition leader (Kafka's ``ControllerApis``)."""
+    version = ctx.api_version
+    items = [
+        AlterPartitionItem(
+            topic["topic_id"],
+            p["partition_index"],
+            p["leader_epoch"],
+            p["partition_epoch"],
+            (
+                tuple((b["broker_id"], b["broker_epoch"]) for b in p["new_isr_with_epochs"])
+                if version >= 3
+                else tuple((b, -1) for b in p["new_isr"])
+            ),
+            p["leader_recovery_state"],
+        )
+        for topic in request["topics"]
+        for p in topic["partitions"]
+    ]
+    controller = ctx.broker.service("controller")
+    try:
+        results = await controller.handle_alter_partition(
+            request["broker_id"], request["broker_epoch"], items, version
+        )
+    except KafkaError as exc:
+        return {"throttle_time_ms": 0, "error_code": exc.code, "topics": []}
+    topics: dict[Any, list[dict[str, Any]]] = {}
+    for result in results:
+        topics.setdefault(result.topic_id, []).append(
+            {
+                "partition_index": result.partition_index,
+                "error_code": result.error,
+                "leader_id": result.leader_id,
+                "leader_epoch": result.leader_epoch,
+                "isr": list(result.isr),
+                "leader_recovery_state": result.leader_recovery_state,
+                "partition_epoch": result.partition_epoch,
+            }
+        )
+    return {
+        "throttle_time_ms": 0,
+        "error_code": ErrorCode.NO_ERROR,
+        "topics": [
+            {"topic_id": topic_id, "partitions": partitions}
+            for topic_id, partitions in topics.items()
+        ],
+    }
+
+
 CONTROLLER_HANDLERS: dict[int, Handler] = {
     ApiKey.API_VERSIONS: handle_api_versions,
     ApiKey.DESCRIBE_QUORUM: handle_describe_quorum,
@@ -181,6 +239,9 @@ CONTROLLER_HANDLERS: dict[int, Handler] = {
     ApiKey.ALLOCATE_PRODUCER_IDS: _controller_only(
         handle_allocate_producer_ids, ApiKey.ALLOCATE_PRODUCER_IDS
     ),
+    ApiKey.ALTER_PARTITION: _controller_only(handle_alter_partition, ApiKey.ALTER_PARTITION),
+    ApiKey.ELECT_LEADERS: _controller_only(elect_leaders.handle, ApiKey.ELECT_LEADERS),
+    ApiKey.UNREGISTER_BROKER: _controller_only(unregister_broker.handle, ApiKey.UNREGISTER_BROKER),
 }
 CONTROLLER_HANDLERS.update({key: _raft_handler(key) for key in _RAFT_APIS})
 
@@ -194,5 +255,8 @@ CONTROLLER_SUPPORTED: dict[int, tuple[int, int]] = {
     ApiKey.DELETE_TOPICS: (1, 6),
     ApiKey.CREATE_PARTITIONS: (0, 3),
     ApiKey.ALLOCATE_PRODUCER_IDS: (0, 0),
+    ApiKey.ALTER_PARTITION: (2, 3),
+    ApiKey.ELECT_LEADERS: (0, 2),
+    ApiKey.UNREGISTER_BROKER: (0, 0),
     **{key: wire.version_range(key) for key in _RAFT_APIS},
 }

@@ -27,6 +27,7 @@ _MODULES = (
     "describe_producers",
     "describe_quorum",
     "describe_transactions",
+    "elect_leaders",
     "end_txn",
     "fetch",
     "find_coordinator",
@@ -45,6 +46,7 @@ _MODULES = (
     "produce",
     "sync_group",
     "txn_offset_commit",
+    "unregister_broker",
     "write_txn_markers",
 )
 

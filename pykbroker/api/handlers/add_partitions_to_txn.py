@@ -11,8 +11,13 @@ Per version: v0-3 one transaction (``v3_and_below_*``); v3 flexible; v4+ (KIP-89
 broker-to-broker form) a batch of transactions answered per transaction, with
 ``verify_only`` checking that the partitions are already in the ongoing transaction.
 
+Brokers send the v4 ``verify_only`` form to the transaction coordinator's broker to verify
+a TxnOffsetCommit whose group coordinator is another broker. NOT_COORDINATOR when this broker
+does not lead the transactional id's ``__transaction_state`` partition.
+
 Not implemented: ACLs (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), KIP-890 verification of
-produce requests by partition leaders (this broker never sends v4+).
+produce requests by partition leaders (transactional produce is accepted by any leader, as
+with ``transaction.partition.verification.enable=false``).
 """
 
 from __future__ import annotations

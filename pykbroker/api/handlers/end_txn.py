@@ -4,9 +4,13 @@ Behaviour: commits or aborts the producer's transaction: PrepareCommit/PrepareAb
 persisted in ``__transaction_state``, a COMMIT/ABORT control batch is appended to every
 partition of the transaction, including the ``__consumer_offsets`` partitions of the groups
 it sent offsets to (there the group coordinator writes the marker and makes the pending
-transactional offsets visible, or drops them), then CompleteCommit/CompleteAbort is
-persisted; the answer comes after all of it. A restart after PrepareCommit/PrepareAbort
-writes the markers again.
+transactional offsets visible, or drops them): in-process on the partitions this broker
+leads, with WriteTxnMarkers to the leaders of the others (retried until acknowledged), then
+CompleteCommit/CompleteAbort is persisted. The answer comes after all of it, or after a
+bounded wait while a leader is unreachable (the markers keep being retried, the producer's
+next transaction waits with CONCURRENT_TRANSACTIONS). A restart after
+PrepareCommit/PrepareAbort writes the markers again. NOT_COORDINATOR when this broker does not
+lead the transactional id's ``__transaction_state`` partition.
 A retry of a completed end answers NO_ERROR; an end of the other kind INVALID_TXN_STATE;
 an end while one is completing CONCURRENT_TRANSACTIONS. Errors also
 INVALID_PRODUCER_ID_MAPPING and PRODUCER_FENCED.

@@ -1,4 +1,4 @@
-"""Fetch (key 1), versions 4-18, for consumers.
+"""Fetch (key 1), versions 4-18, for consumers and follower replicas.
 
 Behaviour: for each partition, the bytes of whole record batches from the one containing
 ``fetch_offset`` up to the high watermark (the last stable offset for read_committed), limited
@@ -14,7 +14,14 @@ v13+), NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH (v9+, 
 
 Per version: v5 log start offset, v7 sessions, v9 current leader epoch, v11 rack and
 preferred read replica (always -1: no follower fetching), v12 flexible, v13 topic ids, v15
-replica state (follower fetches are served by the replication layer, not here yet).
+replica state.
+
+Follower fetches (``replica_id`` >= 0 up to v14, ``replica_state.replica_id`` from v15) are
+answered by the partition's leader only (NOT_LEADER_OR_FOLLOWER elsewhere, also for a broker
+that is not one of the partition's replicas), read up to the log end offset instead of the high
+watermark, and record the follower's fetch offset as its log end offset, which moves the high
+watermark and the ISR (``ReplicaManager.read_partitions``). Consumers never read past the high
+watermark; followers of a partition answer consumers NOT_LEADER_OR_FOLLOWER (no KIP-392).
 
 read_committed (isolation_level 1) reads up to the last stable offset and answers
 ``aborted_transactions``: the (producer id, first offset) of every aborted transaction
@@ -92,8 +99,14 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
             parts.append((part["partition"], (name, part["partition"])))
             fetch_offsets[(name, part["partition"])] = part["fetch_offset"]
         layout.append((topic, parts))
+    replica_id = (
+        request["replica_id"]
+        if ctx.api_version < 15
+        else (request.get("replica_state") or {}).get("replica_id", -1)
+    )
     results = await replica_manager.fetch_records(
         wanted,
+        replica_id=replica_id if replica_id is not None and replica_id >= 0 else -1,
         max_wait_ms=request["max_wait_ms"] if len(wanted) == sum(len(p) for _, p in layout) else 0,
         min_bytes=request["min_bytes"],
         max_bytes=request["max_bytes"],

@@ -11,7 +11,9 @@ With a transactional id the transaction coordinator answers (persisting the stat
 epoch bumped (fencing zombies of the previous epoch; a new producer id once the epoch is
 exhausted); an ongoing transaction of the id is aborted (markers written) and the answer is
 CONCURRENT_TRANSACTIONS, so the client retries. v3+ (KIP-360) with a producer id/epoch that is
-neither current nor the previous epoch gets PRODUCER_FENCED.
+neither current nor the previous epoch gets PRODUCER_FENCED. The aborted transaction's markers
+go to the leaders of its partitions on every broker (WriteTxnMarkers), as for EndTxn.
+NOT_COORDINATOR when this broker does not lead the id's ``__transaction_state`` partition.
 
 Not implemented: v6 ``enable2_pc``/``keep_prepared_txn`` (KIP-939); ACLs.
 """

@@ -13,6 +13,14 @@ is sent, as Kafka does (the client does not read one). Before answering, the req
 the fsync the topic's flush policy asks for (``flush.messages``/``flush.ms``; ``flush.messages=1``
 is strict mode), shared with concurrent producers.
 
+acks=all (-1): before appending, a partition whose committed ISR is smaller than
+``min.insync.replicas`` (topic, else broker config) answers NOT_ENOUGH_REPLICAS; after the append
+the request waits (up to its ``timeout_ms``, Kafka's DelayedProduce) until the high watermark
+passes the batch -- i.e. every ISR member has it -- and answers NO_ERROR,
+NOT_ENOUGH_REPLICAS_AFTER_APPEND (the ISR shrank below the minimum meanwhile),
+NOT_LEADER_OR_FOLLOWER (leadership moved) or REQUEST_TIMED_OUT. acks=1 answers after the local
+append. Followers and other brokers answer NOT_LEADER_OR_FOLLOWER.
+
 Per version: v5 log_start_offset, v8 record_errors and error_message (KIP-467), v9 flexible,
 v10 current leader and node endpoints (KIP-951, sent only on NOT_LEADER_OR_FOLLOWER), v13
 topic ids instead of names (KIP-516).
@@ -75,6 +83,8 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
     if acks == 0:
         return None
     await _flush_per_policy(ctx, results)
+    if acks == -1:
+        await replica_manager.wait_for_acks(results, request["timeout_ms"])
     responses: dict[Any, dict[str, Any]] = {}
     for topic in request["topic_data"]:
         key = topic["topic_id"] if by_id else topic["name"]

@@ -13,7 +13,10 @@ Checks, in order: unknown topics or partitions get UNKNOWN_TOPIC_OR_PARTITION; t
 transaction coordinator verifies the transaction (KIP-890 part 1): the producer id and epoch
 must be the transaction's (INVALID_PRODUCER_ID_MAPPING, PRODUCER_FENCED), the transaction
 Ongoing with the group's ``__consumer_offsets`` partition added by AddOffsetsToTxn
-(INVALID_TXN_STATE); then the group validates the commit (Kafka's
+(INVALID_TXN_STATE). When the transaction coordinator is another broker (the group's and the
+transactional id's internal partitions have different leaders) the verification is an
+AddPartitionsToTxn v4 ``verify_only`` request to it, as Kafka's; an unreachable coordinator
+gives COORDINATOR_NOT_AVAILABLE (retriable). Then the group validates the commit (Kafka's
 ``validateTransactionalOffsetCommit``: ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID,
 FENCED_INSTANCE_ID; a commit without member id and generation is accepted, an unknown group
 is created as a simple group) and each partition's metadata (OFFSET_METADATA_TOO_LARGE). A

@@ -76,8 +76,7 @@ class FrameBuffer:
             size = self._peek_size()
             if size < 0 or size > self.max_frame_bytes:
                 raise FrameTooLarge(
-                    f"frame of {size} bytes is over socket.request.max.bytes="
-                    f"{self.max_frame_bytes}"
+                    f"frame of {size} bytes is over socket.request.max.bytes={self.max_frame_bytes}"
                 )
             self._take(_SIZE_BYTES)
             self._frame_size = size

@@ -6,26 +6,42 @@ change is appended there (TransactionLogKey/Value v0) before the client is answe
 whole topic is replayed at start. A transaction left in PrepareCommit/PrepareAbort by a crash
 has its markers written again at load (markers are idempotent for readers).
 
+This broker coordinates the ids whose ``__transaction_state`` partition it leads (by the
+metadata image); InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn and EndTxn for another
+id answer NOT_COORDINATOR, as Kafka.
+
 EndTxn (and a fencing InitProducerId, and the timeout abort) persists PrepareCommit /
-PrepareAbort, appends a COMMIT/ABORT control batch to every partition of the transaction
-(``markers.write_txn_markers``, the path the WriteTxnMarkers handler uses too: this broker
-leads every partition, so markers are appended in-process, not sent with WriteTxnMarkers),
-then persists CompleteCommit/CompleteAbort. The coordinator epoch in the markers is the
-leader epoch of the transactional id's ``__transaction_state`` partition, as in Kafka.
+PrepareAbort, then the COMMIT/ABORT markers go to every partition of the transaction through
+the ``TransactionMarkerChannelManager`` (``marker_channel``, Kafka's): written in-process on
+the partitions this broker leads, sent with WriteTxnMarkers v1 to the current leader of every
+other partition, retried until acknowledged; CompleteCommit/CompleteAbort is persisted only
+once every marker is. The sending runs in the coordinator's nursery: EndTxn (and
+InitProducerId) is answered when it is done or after ``completion_wait_ms`` (Kafka answers once
+the prepare is written), the producer's next request meanwhile gets CONCURRENT_TRANSACTIONS.
+A sending that times out (a leader down for long), or is abandoned because the coordinator
+epoch changed, leaves the transaction prepared: every abort check interval the prepared
+transactions without a sending in flight are resumed (with the partitions still pending), as
+at load. The coordinator epoch in the markers is the leader epoch of the transactional id's
+``__transaction_state`` partition, as in Kafka. Without a metadata image (tests) every
+partition is this broker's. A ``__transaction_state`` partition this broker becomes the leader
+of while running (another leader before, or a new leader epoch) is loaded again from its log
+and its prepared transactions resumed (``on_metadata_update``, Kafka's ``onElection``).
 
 Transactional offsets are Kafka's: AddOffsetsToTxn adds the group's ``__consumer_offsets``
-partition to the transaction; TxnOffsetCommit is verified here
-(``transactional_offset_commit``: the producer's, Ongoing, that partition added; KIP-890's
-verification) and written by the group coordinator as a transactional batch, pending there;
-the transaction's marker on that partition goes through the group coordinator
-(``GroupTransactionParticipant.complete_transaction``), which then makes the offsets visible
-(COMMIT) or drops them (ABORT). Everything is in the logs, so a restart at any point keeps
-them: the group coordinator reloads the pending offsets, and a transaction found in
-PrepareCommit/PrepareAbort here has its markers (those included) written again; an Ongoing
-one is ended by its producer or its timeout. A marker the group coordinator could not take
-because it is stopping (or not loaded) leaves the transaction prepared, not completed, for
-that reason. Other marker errors are logged and the transaction completes (Kafka retries
-them; this broker leads every partition it can write to).
+partition to the transaction; TxnOffsetCommit is verified (``transactional_offset_commit``:
+the producer's, Ongoing, that partition added; KIP-890 part 1's verification): here when this
+broker coordinates the transactional id, otherwise at its coordinator's broker with
+AddPartitionsToTxn v4 ``verify_only`` (``verify_remotely``, as Kafka's group coordinator
+does through ``AddPartitionsToTxnManager``). The group coordinator writes them as a
+transactional batch, pending there (the producer epoch checked by the partition's producer
+state); the transaction's marker on that partition goes through the group coordinator of
+the broker leading it (``GroupTransactionParticipant.complete_transaction``, locally or via
+WriteTxnMarkers), which then makes the offsets visible (COMMIT) or drops them (ABORT).
+Everything is in the logs, so a restart at any point keeps them: the group coordinator
+reloads the pending offsets, and a transaction found in PrepareCommit/PrepareAbort here has
+its markers (those included) written again; an Ongoing one is ended by its producer or its
+timeout. A marker the local group coordinator could not take because it is stopping leaves
+the transaction prepared, for that reason.
 
 Every ``transaction.remove.expired.transaction.cleanup.interval.ms`` the ids in
 Empty/CompleteCommit/CompleteAbort not updated for ``transactional.id.expiration.ms`` are
@@ -35,8 +51,8 @@ expired (Kafka's ``removeExpiredTransactionalIds``): Dead, then a tombstone in t
 The admin views: ``describe_transaction`` (DescribeTransactions) and ``list_transactions``
 (ListTransactions), as Kafka's ``handleDescribeTransactions`` / ``listTransactionStates``.
 
-All operations are serialised by one lock (simple, and enough for one broker); a
-TxnOffsetCommit's write holds it too, so it cannot interleave with its transaction's markers.
+All state changes are serialised by one lock (never held while markers are sent); a local
+TxnOffsetCommit's write holds it too, so it cannot interleave with its transaction's prepare.
 """
 
 from __future__ import annotations
@@ -48,11 +64,19 @@ from typing import Any, Protocol
 
 import trio
 
+from pykbroker.api.protocol.api_keys import ApiKey
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.coordinator.group.records import partition_for
+from pykbroker.metadata.image import MetadataImage
 
 from . import transaction_metadata as tm
-from .markers import OFFSETS_TOPIC, GroupTransactionParticipant, write_txn_markers
+from .marker_channel import (
+    DEFAULT_DELIVERY_TIMEOUT_MS,
+    InterBrokerClient,
+    MarkerOutcome,
+    TransactionMarkerChannelManager,
+)
+from .markers import OFFSETS_TOPIC, GroupTransactionParticipant
 from .transaction_metadata import TransactionMetadata, TransactionState, TxnResult
 
 log = logging.getLogger(__name__)
@@ -60,12 +84,28 @@ log = logging.getLogger(__name__)
 TRANSACTION_STATE_TOPIC = "__transaction_state"
 __all__ = ["OFFSETS_TOPIC", "TRANSACTION_STATE_TOPIC", "TransactionCoordinator", "TransactionLog"]
 _PREPARED = (TransactionState.PREPARE_COMMIT, TransactionState.PREPARE_ABORT)
-_GROUP_COORDINATOR_NOT_READY = (
-    ErrorCode.COORDINATOR_NOT_AVAILABLE,
-    ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
-)
 DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS = 604_800_000
 DEFAULT_REMOVE_EXPIRED_TRANSACTIONS_INTERVAL_MS = 3_600_000
+#: How long EndTxn (and a fencing InitProducerId) waits for the markers before answering; the
+#: markers keep being sent after it (Kafka answers once the prepare is written).
+DEFAULT_COMPLETION_WAIT_MS = 5_000
+#: A coordinator epoch that changes while this broker keeps leading the id's partition
+#: restarts the sending with the new epoch (Kafka's reload would), at most this many times.
+_MAX_EPOCH_RESTARTS = 8
+#: AddPartitionsToTxn version of KIP-890's verification (``verify_only``), as Kafka's
+#: ``AddPartitionsToTxnManager``.
+VERIFY_VERSION = 4
+_VERIFICATION_PASSED_THROUGH = frozenset(
+    {
+        ErrorCode.NO_ERROR,
+        ErrorCode.INVALID_TXN_STATE,
+        ErrorCode.INVALID_PRODUCER_ID_MAPPING,
+        ErrorCode.PRODUCER_FENCED,
+        ErrorCode.INVALID_PRODUCER_EPOCH,
+        ErrorCode.COORDINATOR_LOAD_IN_PROGRESS,
+        ErrorCode.CONCURRENT_TRANSACTIONS,
+    }
+)
 
 
 class TransactionLog(Protocol):
@@ -95,6 +135,11 @@ class TransactionCoordinator:
         transactional_id_expiration_ms: int = DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
         remove_expired_interval_ms: int = DEFAULT_REMOVE_EXPIRED_TRANSACTIONS_INTERVAL_MS,
         clock: Callable[[], int],
+        node_id: int = -1,
+        metadata: Callable[[], MetadataImage] | None = None,
+        inter_broker_client: InterBrokerClient | None = None,
+        completion_wait_ms: int = DEFAULT_COMPLETION_WAIT_MS,
+        marker_delivery_timeout_ms: int = DEFAULT_DELIVERY_TIMEOUT_MS,
     ) -> None:
         self.storage = storage
         self.replica_manager = replica_manager
@@ -110,16 +155,47 @@ class TransactionCoordinator:
         self.transactions: dict[str, TransactionMetadata] = {}
         self._lock = trio.Lock()
         self.loaded = False
+        self.node_id = node_id
+        self.completion_wait_ms = completion_wait_ms
+        self.marker_channel = TransactionMarkerChannelManager(
+            node_id=node_id,
+            replica_manager=replica_manager,
+            group_coordinator=group_coordinator,
+            metadata=metadata,
+            client=inter_broker_client,
+            clock=clock,
+            delivery_timeout_ms=marker_delivery_timeout_ms,
+        )
+        self._nursery: trio.Nursery | None = None
+        #: transactional id -> the completion (markers, then Complete*) in flight
+        self._completing: dict[str, trio.Event] = {}
+        #: transactional id -> (the prepared transaction, its partitions still without marker)
+        self._pending_markers: dict[str, tuple[TransactionMetadata, set[tuple[str, int]]]] = {}
 
     # -- lifetime ----------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with self._lock:
-            self.load()
-            for metadata in list(self.transactions.values()):
-                if metadata.state in _PREPARED:
-                    await self._write_markers_and_complete(metadata)
-        task_status.started()
+        """Load, complete the transactions found prepared (waiting a bounded time for their
+        markers), then abort timed-out transactions, resume unfinished markers and expire idle
+        ids on their intervals until cancelled."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    async with self._lock:
+                        self.load()
+                    await self._complete_all(self._prepared_to_resume(), wait=True)
+                    task_status.started()
+                    await self._run_timers()
+                finally:
+                    self._nursery = None
+        finally:
+            client = self.marker_channel.client
+            if client is not None:
+                with trio.CancelScope(shield=True):
+                    await client.aclose()
+
+    async def _run_timers(self) -> None:
         now = trio.current_time()
         next_abort = now + self.abort_check_interval_ms / 1000
         next_expire = now + self.remove_expired_interval_ms / 1000
@@ -128,10 +204,20 @@ class TransactionCoordinator:
             now = trio.current_time()
             if now >= next_abort:
                 await self.abort_timed_out_transactions()
+                await self._complete_all(self._prepared_to_resume(), wait=False)
                 next_abort = trio.current_time() + self.abort_check_interval_ms / 1000
             if now >= next_expire:
                 await self.remove_expired_transactional_ids()
                 next_expire = trio.current_time() + self.remove_expired_interval_ms / 1000
+
+    def _prepared_to_resume(self) -> list[TransactionMetadata]:
+        """The prepared transactions of ids this broker coordinates whose markers are not
+        being sent (found at load, or whose sending timed out or was abandoned)."""
+        return [
+            m
+            for tid, m in self.transactions.items()
+            if m.state in _PREPARED and tid not in self._completing and self.is_coordinator(tid)
+        ]
 
     def load(self) -> None:
         """Replay every hosted ``__transaction_state`` partition."""
@@ -150,6 +236,61 @@ class TransactionCoordinator:
     def partition_for(self, transactional_id: str) -> int:
         return partition_for(transactional_id, self.num_partitions)
 
+    def on_metadata_update(self, old: MetadataImage, new: MetadataImage) -> None:
+        """Kafka's ``onElection``: a ``__transaction_state`` partition this broker becomes the
+        leader of (another leader before, or a new leader epoch) is loaded again from its log
+        once the coordinator runs, and its prepared transactions are resumed."""
+        nursery = self._nursery
+        now = new.topics.get(TRANSACTION_STATE_TOPIC)
+        before = old.topics.get(TRANSACTION_STATE_TOPIC)
+        if nursery is None or not self.loaded or now is None or before is None:
+            return  # not running yet (it loads everything), or a new topic (empty)
+        for partition, registration in now.partitions.items():
+            previous = before.partitions.get(partition)
+            if registration.leader != self.node_id or previous is None:
+                continue
+            if (
+                previous.leader != self.node_id
+                or previous.leader_epoch != registration.leader_epoch
+            ):
+                nursery.start_soon(self._load_partition, partition)
+
+    async def _load_partition(self, partition: int) -> None:
+        """Replay one ``__transaction_state`` partition (an id whose state is unchanged keeps
+        its object, so a sending in flight for it goes on), then resume its prepared ones."""
+        async with self._lock:
+            loaded: dict[str, TransactionMetadata | None] = {
+                tid: None for tid in self.transactions if self.partition_for(tid) == partition
+            }
+            for key, value in self.storage.read(partition):
+                try:
+                    transactional_id, metadata = tm.read_transaction_log_record(key, value)
+                except ValueError:
+                    continue
+                loaded[transactional_id] = metadata
+            for transactional_id, metadata in loaded.items():
+                if metadata is None:
+                    self.transactions.pop(transactional_id, None)
+                elif self.transactions.get(transactional_id) != metadata:
+                    self.transactions[transactional_id] = metadata
+        log.info("%s-%d loaded: this broker leads it", TRANSACTION_STATE_TOPIC, partition)
+        await self._complete_all(
+            [
+                m
+                for m in self._prepared_to_resume()
+                if self.partition_for(m.transactional_id) == partition
+            ],
+            wait=False,
+        )
+
+    def is_coordinator(self, transactional_id: str) -> bool:
+        """This broker leads the id's ``__transaction_state`` partition (by the metadata
+        image; always without one, or before the topic exists)."""
+        leader = self.marker_channel.leader_of(
+            TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id)
+        )
+        return leader is None or leader == self.marker_channel.node_id
+
     async def find_coordinator(self, transactional_id: str) -> ErrorCode:
         if not self.loaded:
             return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
@@ -165,6 +306,8 @@ class TransactionCoordinator:
             return TxnResult(ErrorCode.INVALID_TRANSACTION_TIMEOUT)
         if not self.loaded:
             return TxnResult(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
+        if not self.is_coordinator(transactional_id):
+            return TxnResult(ErrorCode.NOT_COORDINATOR)
         async with self._lock:
             await self.storage.ensure_topic()
             current = self.transactions.get(transactional_id)
@@ -176,9 +319,9 @@ class TransactionCoordinator:
             )
             if result.metadata is not None and result.metadata != current:
                 await self._persist(result.metadata)
-            if result.write_markers and result.metadata is not None:
-                await self._write_markers_and_complete(result.metadata)
-            return result
+        if result.write_markers and result.metadata is not None:
+            await self._complete_all([result.metadata], wait=True)
+        return result
 
     def check_producer(
         self, transactional_id: str, producer_id: int, producer_epoch: int
@@ -199,6 +342,8 @@ class TransactionCoordinator:
         *,
         verify_only: bool = False,
     ) -> ErrorCode:
+        if not self.is_coordinator(transactional_id):
+            return ErrorCode.NOT_COORDINATOR
         async with self._lock:
             current = self.transactions.get(transactional_id)
             if verify_only:
@@ -238,6 +383,15 @@ class TransactionCoordinator:
         the group's offsets partition (INVALID_TXN_STATE). The error is yielded; while the
         block runs (the group coordinator's transactional write) no transaction changes, so
         the offsets are written before their transaction's marker."""
+        if not self.is_coordinator(transactional_id):
+            # The transaction coordinator is another broker: KIP-890's verification there
+            # (AddPartitionsToTxn verify_only), as Kafka's group coordinator does; the
+            # producer's epoch is checked again by the offsets partition's producer state
+            # when the transactional batch is appended.
+            yield await self.verify_remotely(
+                transactional_id, producer_id, producer_epoch, self.offsets_partition(group_id)
+            )
+            return
         async with self._lock:
             if not self.loaded:
                 yield ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
@@ -255,29 +409,35 @@ class TransactionCoordinator:
     async def end_transaction(
         self, transactional_id: str, producer_id: int, producer_epoch: int, commit: bool
     ) -> ErrorCode:
+        if not self.is_coordinator(transactional_id):
+            return ErrorCode.NOT_COORDINATOR
         async with self._lock:
             current = self.transactions.get(transactional_id)
             result = tm.end_transaction(current, producer_id, producer_epoch, commit, self._clock())
             if result.metadata is not None:
                 await self._persist(result.metadata)
-                if result.write_markers:
-                    await self._write_markers_and_complete(result.metadata)
-            return result.error
+        if result.write_markers and result.metadata is not None:
+            await self._complete_all([result.metadata], wait=True)
+        return result.error
 
     async def abort_timed_out_transactions(self) -> int:
         """Abort (with an epoch bump, fencing the producer) every Ongoing transaction older
         than its ``transaction.timeout.ms``; the number aborted."""
-        aborted = 0
+        aborting: list[TransactionMetadata] = []
         async with self._lock:
             for transactional_id, current in list(self.transactions.items()):
                 fenced = tm.abort_timed_out(current, self._clock())
-                if fenced is None:
+                if fenced is None or not self.is_coordinator(transactional_id):
                     continue
                 log.info("aborting timed-out transaction %r", transactional_id)
-                await self._persist(fenced)
-                await self._write_markers_and_complete(fenced)
-                aborted += 1
-        return aborted
+                try:
+                    await self._persist(fenced)
+                except KafkaError as exc:
+                    log.warning("aborting %r failed: %s", transactional_id, exc)
+                    continue
+                aborting.append(fenced)
+        await self._complete_all(aborting, wait=True)
+        return len(aborting)
 
     async def remove_expired_transactional_ids(self) -> int:
         """Expire the idle transactional ids (Kafka's ``removeExpiredTransactionalIds``): one
@@ -290,6 +450,8 @@ class TransactionCoordinator:
             for metadata in tm.expired(
                 self.transactions.values(), now, self.transactional_id_expiration_ms
             ):
+                if not self.is_coordinator(metadata.transactional_id):
+                    continue
                 by_partition.setdefault(self.partition_for(metadata.transactional_id), []).append(
                     tm.prepare_dead(metadata, now)
                 )
@@ -404,33 +566,146 @@ class TransactionCoordinator:
         epoch = getattr(found, "leader_epoch", 0) if found is not None else 0
         return max(int(epoch), 0)
 
-    async def _write_markers_and_complete(self, metadata: TransactionMetadata) -> None:
-        commit = metadata.state is TransactionState.PREPARE_COMMIT
-        transactional_id = metadata.transactional_id
-        errors = await write_txn_markers(
-            self.replica_manager,
-            metadata.producer_id,
-            metadata.producer_epoch,
-            self.coordinator_epoch(transactional_id),
-            commit,
-            sorted(metadata.partitions),
-            self._clock(),
-            group_coordinator=self.group_coordinator,
-            translate_coordinator_errors=False,
-        )
-        for (topic, partition), error in errors.items():
-            if error != ErrorCode.NO_ERROR:  # Kafka retries or drops; here the txn completes
-                log.warning(
-                    "no %s marker of %r on %s-%d: %s",
-                    "COMMIT" if commit else "ABORT",
-                    transactional_id,
-                    topic,
-                    partition,
-                    error.name,
-                )
-        if any(error in _GROUP_COORDINATOR_NOT_READY for error in errors.values()):
-            # The group coordinator is stopping (or not loaded yet): the transaction stays
-            # prepared, so its markers (and with them the group's offsets) are written again
-            # when the coordinators load next.
+    async def _complete_all(self, prepared: Sequence[TransactionMetadata], *, wait: bool) -> None:
+        """Send the markers of prepared transactions and complete them (never under the
+        lock). With the coordinator running, in its nursery (so a cancelled request does not
+        stop them), waiting up to ``completion_wait_ms`` when ``wait``; otherwise here."""
+        nursery = self._nursery
+        if nursery is None:
+            for metadata in prepared:
+                await self._complete_guarded(metadata)
             return
-        await self._persist(tm.complete(metadata, self._clock()))
+        events = [self._start_completion(nursery, m) for m in prepared]
+        if not wait:
+            return
+        with trio.move_on_after(self.completion_wait_ms / 1000):
+            for event in events:
+                await event.wait()
+
+    def _start_completion(self, nursery: trio.Nursery, metadata: TransactionMetadata) -> trio.Event:
+        transactional_id = metadata.transactional_id
+        running = self._completing.get(transactional_id)
+        if running is not None:
+            return running
+        event = trio.Event()
+        self._completing[transactional_id] = event
+
+        async def complete() -> None:
+            try:
+                await self._complete_guarded(metadata)
+            finally:
+                if self._completing.get(transactional_id) is event:
+                    del self._completing[transactional_id]
+                event.set()
+
+        nursery.start_soon(complete)
+        return event
+
+    async def _complete_guarded(self, metadata: TransactionMetadata) -> None:
+        try:
+            await self._complete(metadata)
+        except KafkaError as exc:
+            log.warning("completing %r failed: %s", metadata.transactional_id, exc)
+        except Exception:
+            log.exception("completing %r failed", metadata.transactional_id)
+
+    async def _complete(self, metadata: TransactionMetadata) -> None:
+        """Kafka's ``TransactionMarkerChannelManager`` path for one prepared transaction:
+        markers to every partition until acknowledged, then CompleteCommit/CompleteAbort
+        (unless the sending was abandoned or timed out: the transaction stays prepared and is
+        resumed later)."""
+        transactional_id = metadata.transactional_id
+        commit = metadata.state is TransactionState.PREPARE_COMMIT
+        entry = self._pending_markers.get(transactional_id)
+        if entry is None or entry[0] is not metadata:
+            entry = (metadata, set(metadata.partitions))
+            self._pending_markers[transactional_id] = entry
+        pending = entry[1]
+        for _ in range(_MAX_EPOCH_RESTARTS):  # bounded: one round per coordinator epoch
+            if self.transactions.get(transactional_id) is not metadata or not self.is_coordinator(
+                transactional_id
+            ):
+                return
+            epoch = self.coordinator_epoch(transactional_id)
+
+            def still_valid(epoch: int = epoch) -> bool:
+                return (
+                    self.transactions.get(transactional_id) is metadata
+                    and self.is_coordinator(transactional_id)
+                    and self.coordinator_epoch(transactional_id) == epoch
+                )
+
+            outcome = await self.marker_channel.send_markers(
+                transactional_id,
+                metadata.producer_id,
+                metadata.producer_epoch,
+                epoch,
+                commit,
+                pending,
+                still_valid,
+            )
+            if outcome is MarkerOutcome.COMPLETED:
+                break
+            if outcome is MarkerOutcome.TIMED_OUT or still_valid():
+                return  # resumed by the next sweep, or when the coordinators load again
+            # The coordinator epoch changed: go again with the new one if still leading.
+        else:
+            return
+        async with self._lock:
+            if self.transactions.get(transactional_id) is not metadata:
+                return
+            await self._persist(tm.complete(metadata, self._clock()))
+            self._pending_markers.pop(transactional_id, None)
+
+    async def verify_remotely(
+        self,
+        transactional_id: str,
+        producer_id: int,
+        producer_epoch: int,
+        partition: tuple[str, int],
+    ) -> ErrorCode:
+        """KIP-890 part 1 verification at the transaction coordinator on another broker
+        (AddPartitionsToTxn v4 ``verify_only``, Kafka's ``AddPartitionsToTxnManager``): the
+        producer id and epoch are the transaction's, Ongoing, with ``partition`` added.
+        COORDINATOR_NOT_AVAILABLE when that broker is not known or does not answer."""
+        channel = self.marker_channel
+        leader = channel.leader_of(TRANSACTION_STATE_TOPIC, self.partition_for(transactional_id))
+        endpoint = channel.endpoint_of(leader) if leader is not None and leader >= 0 else None
+        if leader is None or endpoint is None or channel.client is None:
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
+        body = {
+            "transactions": [
+                {
+                    "transactional_id": transactional_id,
+                    "producer_id": producer_id,
+                    "producer_epoch": producer_epoch,
+                    "verify_only": True,
+                    "topics": [{"name": partition[0], "partitions": [partition[1]]}],
+                }
+            ]
+        }
+        try:
+            response = await channel.client.send(
+                leader, *endpoint, ApiKey.ADD_PARTITIONS_TO_TXN, VERIFY_VERSION, body
+            )
+        except KafkaError as exc:
+            log.info("verifying %r at broker %d failed: %s", transactional_id, leader, exc)
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
+        error = _known(response.get("error_code", 0))
+        if error == ErrorCode.NO_ERROR:
+            error = ErrorCode.COORDINATOR_NOT_AVAILABLE  # unless the partition is answered
+            for result in response.get("results_by_transaction", []):
+                for topic in result["topic_results"]:
+                    for p in topic["results_by_partition"]:
+                        if (topic["name"], p["partition_index"]) == partition:
+                            error = _known(p["partition_error_code"])
+        return (
+            error if error in _VERIFICATION_PASSED_THROUGH else ErrorCode.COORDINATOR_NOT_AVAILABLE
+        )
+
+
+def _known(code: int) -> ErrorCode:
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return ErrorCode.UNKNOWN_SERVER_ERROR

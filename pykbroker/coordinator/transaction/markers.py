@@ -1,11 +1,12 @@
 """Transaction markers: the COMMIT/ABORT control batches a partition leader appends.
 
-One path for both writers of markers on this broker: the transaction coordinator, when it
-completes a transaction (this broker leads every partition, so it appends in-process instead
-of sending WriteTxnMarkers to itself), and the WriteTxnMarkers handler (Kafka's
-``KafkaApis.handleWriteTxnMarkersRequest``: other coordinators and the admin client's
-``abortTransaction``). ``write_txn_markers`` does for each partition what Kafka's leader does
-with a marker appended with ``AppendOrigin.COORDINATOR``:
+One path for both writers of markers on this broker: the transaction coordinator's marker
+channel (``marker_channel``), for the partitions of a transaction this broker leads (it
+appends in-process instead of sending WriteTxnMarkers to itself; the other leaders get
+WriteTxnMarkers), and the WriteTxnMarkers handler (Kafka's
+``KafkaApis.handleWriteTxnMarkersRequest``: other brokers' coordinators and the admin
+client's ``abortTransaction``). ``write_txn_markers`` does for each partition what Kafka's
+leader does with a marker appended with ``AppendOrigin.COORDINATOR``:
 
 - a partition this broker does not host: UNKNOWN_TOPIC_OR_PARTITION; one it follows:
   NOT_LEADER_OR_FOLLOWER;
