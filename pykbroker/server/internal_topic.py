@@ -39,6 +39,15 @@ from pykbroker.metadata.controller import CreateTopicRequest, QuorumController
 from pykbroker.replication.replica_manager import ReplicaManager
 
 _LEADERSHIP_ERRORS = (ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, ErrorCode.NOT_LEADER_OR_FOLLOWER)
+#: Not replicated in time (Kafka's GroupMetadataManager maps these to COORDINATOR_NOT_AVAILABLE,
+#: which clients retry).
+_REPLICATION_ERRORS = (
+    ErrorCode.NOT_ENOUGH_REPLICAS,
+    ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+    ErrorCode.REQUEST_TIMED_OUT,
+)
+#: Kafka's ``offsets.commit.timeout.ms`` default: how long an append waits for the ISR.
+COMMIT_TIMEOUT_MS = 5000
 
 
 def read_keyed_records(log: Log) -> Iterator[tuple[bytes, bytes | None]]:
@@ -152,12 +161,16 @@ class InternalTopicLog:
             outcome = self.replica_manager.append_records(
                 {tp: batch}, -1, origin=AppendOrigin.COORDINATOR
             )[tp]
+        if outcome.error == ErrorCode.NO_ERROR:
+            # acks=all: acknowledged only once the ISR has it (at once with one replica).
+            await self.replica_manager.wait_for_acks({tp: outcome}, COMMIT_TIMEOUT_MS)
         if outcome.error != ErrorCode.NO_ERROR:
-            code = (
-                ErrorCode.NOT_COORDINATOR
-                if outcome.error in _LEADERSHIP_ERRORS
-                else ErrorCode.UNKNOWN_SERVER_ERROR
-            )
+            if outcome.error in _LEADERSHIP_ERRORS:
+                code = ErrorCode.NOT_COORDINATOR
+            elif outcome.error in _REPLICATION_ERRORS:
+                code = ErrorCode.COORDINATOR_NOT_AVAILABLE
+            else:
+                code = ErrorCode.UNKNOWN_SERVER_ERROR
             raise KafkaError(code, outcome.error_message or outcome.error.name)
 
     async def append_marker(
