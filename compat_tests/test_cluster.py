@@ -82,7 +82,7 @@ def describe_quorum(port: int, timeout_s: float = 5.0) -> dict[str, Any] | None:
 
 
 class ProcessCluster:
-    def __init__(self, root: Path, nodes: int = 3) -> None:
+    def __init__(self, root: Path, nodes: int = 3, overrides: dict[str, str] | None = None) -> None:
         self.specs = {s.node_id: s for s in prepare_cluster(nodes, root)}
         self.nodes: dict[int, BrokerProcess] = {
             node_id: new_broker(
@@ -92,6 +92,7 @@ class ProcessCluster:
                         f"PLAINTEXT://127.0.0.1:{spec.broker_port},"
                         f"CONTROLLER://127.0.0.1:{spec.controller_port}"
                     ),
+                    **(overrides or {}),
                 },
                 properties_file=spec.properties_file,
                 startup_timeout=STARTUP_TIMEOUT_S,
