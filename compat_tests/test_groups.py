@@ -529,11 +529,16 @@ def test_describe_list_and_delete_groups_through_each_admin_client(
         wait_until(lambda: len(member.assignment) == 2, timeout=30, what="a stable member")
 
         # confluent-kafka: ListGroups v5 with filters, DescribeGroups, DeleteGroups.
-        listed = ck_admin.list_consumer_groups(
-            states={ConsumerGroupState.STABLE}, types={ConsumerGroupType.CLASSIC}
-        ).result(10)
-        assert stable in {g.group_id for g in listed.valid}
+        # The kafka-python member may rejoin on its own under load (see FINDINGS.md): poll.
+        def list_stable_classic() -> Any:
+            found = ck_admin.list_consumer_groups(
+                states={ConsumerGroupState.STABLE}, types={ConsumerGroupType.CLASSIC}
+            ).result(10)
+            return found if stable in {g.group_id for g in found.valid} else None
+
+        listed = wait_until(list_stable_classic, timeout=20, what="the group listed as Stable")
         assert idle not in {g.group_id for g in listed.valid}
+
         # The kafka-python member may rejoin on its own under load (see FINDINGS.md): poll.
         def describe_stable() -> Any:
             found = ck_admin.describe_consumer_groups([stable])[stable].result(10)
