@@ -159,6 +159,30 @@ def end_offset(log: ReplicatedLog) -> OffsetAndEpoch:
     return OffsetAndEpoch(log.log_end_offset, log.last_fetched_epoch)
 
 
+def end_offset_for_epoch(
+    log: ReplicatedLog, epochs: Sequence[tuple[int, int]], epoch: int
+) -> OffsetAndEpoch:
+    """Kafka's ``LeaderEpochFileCache.endOffsetFor`` as ``KafkaMetadataLog`` answers it, over a
+    log's ``(epoch, start_offset)`` entries (ascending): the log end for the latest epoch, the
+    start of the next epoch for an older one, the earliest snapshot id when the entries begin
+    there and ``epoch`` is older than all of them."""
+    earliest = log.earliest_snapshot_id
+    if not epochs:
+        if earliest is not None:
+            return earliest
+        return OffsetAndEpoch(log.log_end_offset, log.last_fetched_epoch)
+    if epoch >= epochs[-1][0]:
+        return OffsetAndEpoch(log.log_end_offset, epochs[-1][0])
+    index = len(epochs) - 1
+    while index >= 0 and epochs[index][0] > epoch:  # bounded by len(epochs)
+        index -= 1
+    if index < 0:
+        if earliest is not None and epochs[0][1] == earliest.offset:
+            return earliest
+        return OffsetAndEpoch(epochs[0][1], epoch)
+    return OffsetAndEpoch(epochs[index + 1][1], epochs[index][0])
+
+
 def validate_offset_and_epoch(log: ReplicatedLog, offset: int, epoch: int) -> ValidOffsetAndEpoch:
     """Is a follower at ``offset`` with last fetched ``epoch`` consistent with this log?
 

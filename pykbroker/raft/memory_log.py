@@ -23,7 +23,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from .log import ControlRecordType, LogAppendError, LogAppendInfo
+from .log import ControlRecordType, LogAppendError, LogAppendInfo, end_offset_for_epoch
 from .messages import OffsetAndEpoch, SnapshotId
 
 _BATCH_HEADER = struct.Struct(">qiihi")
@@ -117,22 +117,7 @@ class MemoryLog:
         return earliest.epoch if earliest is not None else 0
 
     def end_offset_for_epoch(self, epoch: int) -> OffsetAndEpoch:
-        epochs = self._epochs
-        earliest = self.earliest_snapshot_id
-        if not epochs:
-            if earliest is not None:
-                return earliest
-            return OffsetAndEpoch(self.log_end_offset, self.last_fetched_epoch)
-        if epoch >= epochs[-1][0]:
-            return OffsetAndEpoch(self.log_end_offset, epochs[-1][0])
-        index = len(epochs) - 1
-        while index >= 0 and epochs[index][0] > epoch:
-            index -= 1
-        if index < 0:
-            if earliest is not None and epochs[0][1] == earliest.offset:
-                return earliest
-            return OffsetAndEpoch(epochs[0][1], epoch)
-        return OffsetAndEpoch(epochs[index + 1][1], epochs[index][0])
+        return end_offset_for_epoch(self, self._epochs, epoch)
 
     # --- ReplicatedLog: appends, reads, truncation -----------------------------------------
 

@@ -65,6 +65,7 @@ from pykbroker.raft.log import (
     LogAppendError,
     LogAppendInfo,
     control_record_key,
+    end_offset_for_epoch,
 )
 from pykbroker.raft.messages import OffsetAndEpoch, SnapshotId
 
@@ -229,22 +230,7 @@ class KafkaReplicatedLog:
 
     def end_offset_for_epoch(self, epoch: int) -> OffsetAndEpoch:
         """Kafka's ``LeaderEpochFileCache.endOffsetFor`` as ``KafkaMetadataLog`` answers it."""
-        epochs = self._epochs
-        earliest = self.earliest_snapshot_id
-        if not epochs:
-            if earliest is not None:
-                return earliest
-            return OffsetAndEpoch(self.log_end_offset, self.last_fetched_epoch)
-        if epoch >= epochs[-1][0]:
-            return OffsetAndEpoch(self.log_end_offset, epochs[-1][0])
-        index = len(epochs) - 1
-        while index >= 0 and epochs[index][0] > epoch:
-            index -= 1
-        if index < 0:
-            if earliest is not None and epochs[0][1] == earliest.offset:
-                return earliest
-            return OffsetAndEpoch(epochs[0][1], epoch)
-        return OffsetAndEpoch(epochs[index + 1][1], epochs[index][0])
+        return end_offset_for_epoch(self, self._epochs, epoch)
 
     def epoch_entries(self) -> list[tuple[int, int]]:
         """The leader epoch cache, ``(epoch, start_offset)`` ascending (inspection)."""
