@@ -158,14 +158,6 @@ FAULT_OVERRIDES = {
     "broker.heartbeat.interval.ms": "1000",
 }
 RECOVERY_TIMEOUT_S = 60.0
-#: The group coordinator loads every ``__consumer_offsets`` partition once, at startup
-#: (``GroupCoordinator.run`` -> ``_load``), and never (re)loads a partition when its broker
-#: becomes its leader nor unloads it when it stops leading. After a failover the new
-#: coordinator answers OffsetFetch from the state of its own last startup: committed offsets go
-#: backwards (or read -1001). Kafka loads on election (``onElection``) and unloads on
-#: resignation. Until that is fixed the group's "never backwards" check is an expected failure;
-#: the records, the replicas and the group's final offsets are still checked strictly.
-KNOWN_BUG = "committed offsets regress after a group coordinator failover"
 
 
 @dataclass(frozen=True)
@@ -217,6 +209,22 @@ def _new_leader(bootstrap: str, partition: int, old: int) -> int | None:
     """The partition's leader if it is known and not ``old``."""
     state = _partition_states(bootstrap).get(partition)
     return state[0] if state is not None and state[0] not in (old, -1) else None
+
+
+def _group_coordinator(client: AdminClient) -> int:
+    """The node coordinating :data:`FAULT_GROUP` (once the group exists)."""
+
+    def find() -> int | None:
+        try:
+            [future] = client.describe_consumer_groups([FAULT_GROUP]).values()
+            described = future.result(timeout=5)
+        except KafkaException:
+            return None
+        coordinator = described.coordinator
+        return coordinator.id if coordinator is not None else None
+
+    found: int = wait_until(find, timeout=30, what=f"the coordinator of {FAULT_GROUP}")
+    return found
 
 
 def _all_in_sync(bootstrap: str) -> dict[int, tuple[int, list[int]]] | None:
@@ -499,6 +507,13 @@ def run_faults(nodes: ProcessCluster, kills: int, freezes: int) -> None:
             states = wait_until(
                 lambda: _all_in_sync(nodes.bootstrap()), timeout=RECOVERY_TIMEOUT_S, what="ISR"
             )
+            if round_ == 0:
+                # The first fault hits the group's coordinator too, so the coordinator moves.
+                coordinator = _group_coordinator(client)
+                partition = next(
+                    (p for p, (leader, _) in sorted(states.items()) if leader == coordinator),
+                    partition,
+                )
             node = states[partition][0]
             fault = Fault(kind, node, partition, time.monotonic())
             faults.append(fault)
@@ -612,10 +627,10 @@ def run_faults(nodes: ProcessCluster, kills: int, freezes: int) -> None:
         )
         assert copies[1], f"partition {partition}: no batch below the high watermark"
 
-    # Known broker bug (see KNOWN_BUG): a committed offset read back lower than one the
-    # coordinator had acknowledged. Everything above still had to hold.
-    if group.violations:
-        pytest.xfail(f"{KNOWN_BUG}: {group.violations[:3]}")
+    # The group coordinator follows __consumer_offsets leadership (loads on election,
+    # unloads on resignation): a committed offset never reads back lower than one it
+    # acknowledged.
+    assert not group.violations, f"committed offsets went backwards: {group.violations[:3]}"
 
 
 def test_acks_all_survives_leader_kills_and_freezes_under_load(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pykbroker.coordinator.group.records import OFFSETS_TOPIC
 from pykbroker.metadata.controller import QuorumController
 from pykbroker.replication.replica_manager import ReplicaManager
 
@@ -12,8 +13,6 @@ from .internal_topic import InternalTopicLog
 
 if TYPE_CHECKING:
     from .broker import BrokerServer
-
-OFFSETS_TOPIC = "__consumer_offsets"
 
 
 def build_group_coordinator(
@@ -34,7 +33,7 @@ def build_group_coordinator(
             "segment.bytes": "104857600",
         },
     )
-    return GroupCoordinator(
+    coordinator = GroupCoordinator(
         storage,
         node_id=config.node_id,
         offsets_topic_num_partitions=config.offsets_topic_num_partitions,
@@ -44,4 +43,8 @@ def build_group_coordinator(
         group_max_size=config.group_max_size,
         offset_metadata_max_bytes=config.offset_metadata_max_bytes,
         properties=config.extra,
+        metadata=lambda: controller.image,
     )
+    # Kafka's onElection/onResignation: load and unload partitions as leadership moves.
+    controller.add_listener(coordinator.on_metadata_update)
+    return coordinator

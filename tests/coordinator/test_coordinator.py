@@ -147,7 +147,7 @@ async def test_two_consumers_join_after_the_initial_delay(
     assert generation == 1
     assert {r["leader"] for r in responses.values()} == {responses["a"]["leader"]}
     assert sum(1 for r in responses.values() if r["members"]) == 1
-    group = coordinator.groups.group("g")
+    group = coordinator.shard_for("g").classic.group("g")
     assert group is not None
     assert group.is_in_state(STABLE)
     assert log.ensure_calls == 1  # created on the first append
@@ -188,7 +188,7 @@ async def test_session_expiry_on_the_mock_clock(
         response = await coordinator.heartbeat(heartbeat_request(a, generation), 4)
         assert response["error_code"] == OK
     await trio.sleep(3)
-    group = coordinator.groups.group("g")
+    group = coordinator.shard_for("g").classic.group("g")
     assert group is not None
     assert not group.has_member(b)  # b never heartbeated: expired after 10 s
     response = await coordinator.heartbeat(heartbeat_request(a, generation), 4)
@@ -213,7 +213,7 @@ async def test_offsets_and_groups_survive_a_restart(
     second = make(log, group_initial_rebalance_delay_ms=0)
     async with trio.open_nursery() as nursery:
         await nursery.start(second.run)
-        group = second.groups.group("g")
+        group = second.shard_for("g").classic.group("g")
         assert group is not None
         assert group.is_in_state(STABLE)
         assert group.generation_id == generation
@@ -290,7 +290,7 @@ async def test_cancelled_leader_sync_still_completes_the_rebalance(
     assert log.waiting == 1
     log.gate.set()
     await trio.testing.wait_all_tasks_blocked()
-    group = coordinator.groups.group("g")
+    group = coordinator.shard_for("g").classic.group("g")
     assert group is not None
     assert group.is_in_state(STABLE)
     again = await coordinator.sync_group(sync_request(member_id, 1, {}), 5)
@@ -337,7 +337,7 @@ async def test_join_response_shapes_per_version(
     v0 = await coordinator.join_group(join_request(rebalance_timeout_ms=-1), 0, "c", "/h")
     assert v0["error_code"] == OK  # no MEMBER_ID_REQUIRED before v4
     assert v0["member_id"] == "c-u1"
-    member = coordinator.groups.group("g").member("c-u1")  # type: ignore[union-attr]
+    member = coordinator.shard_for("g").classic.group("g").member("c-u1")  # type: ignore[union-attr]
     assert member.rebalance_timeout_ms == 10_000  # v0: the session timeout
     error = await coordinator.join_group(join_request("bad"), 6, "c", "/h")
     assert error["protocol_name"] == ""  # not nullable before v7
@@ -392,15 +392,15 @@ async def test_describe_list_and_delete_groups(
     await coordinator.commit_offsets(commit_request({("t", 0): 1}, 1, a), 9)
     await coordinator.leave_group({"group_id": "g", "member_id": a}, 1)
     assert await coordinator.delete_groups(["g"]) == {"g": OK}
-    assert coordinator.groups.group("g") is None
+    assert coordinator.shard_for("g").classic.group("g") is None
     fetched = await coordinator.fetch_offsets({"group_id": "g", "topics": None}, 7)
     assert fetched["topics"] == []
     # After a restart the deleted group stays deleted.
     again = make(log)
     async with trio.open_nursery() as inner:
         await inner.start(again.run)
-        assert again.groups.group("g") is None
-        assert again.offsets.offsets == {}
+        assert again.shard_for("g").classic.group("g") is None
+        assert again.shard_for("g").offsets.offsets == {}
         inner.cancel_scope.cancel()
 
 
@@ -416,7 +416,7 @@ async def test_simple_consumer_offsets_reload_as_an_empty_group(
     second = make(log)
     async with trio.open_nursery() as nursery:
         await nursery.start(second.run)
-        group = second.groups.group("g")
+        group = second.shard_for("g").classic.group("g")
         assert group is not None
         assert group.is_in_state(EMPTY)
         fetched = await second.fetch_offsets(
@@ -452,7 +452,7 @@ async def test_leave_is_answered_once_the_empty_group_is_written(
     again = make(log)
     async with trio.open_nursery() as inner:
         await inner.start(again.run)
-        group = again.groups.group("g")
+        group = again.shard_for("g").classic.group("g")
         assert group is not None
         assert group.size() == 0
         inner.cancel_scope.cancel()

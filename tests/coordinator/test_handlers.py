@@ -144,7 +144,7 @@ async def test_join_sync_heartbeat_leave_every_join_version(
 ) -> None:
     sync_version = min(version, 5)
     member_id = await join_and_sync(broker, version, sync_version)
-    group = broker.service("group_coordinator").groups.group("g")
+    group = broker.service("group_coordinator").shard_for("g").classic.group("g")
     assert group.member(member_id).client_host == "/127.0.0.1"
     for hb_version in versions(heartbeat):
         response = await call(

@@ -1,11 +1,22 @@
 """The group coordinator service: the trio driver around the pure group coordinator core.
 
-Mirrors Kafka's ``GroupCoordinatorService`` (with the runtime's loading and write path): it
-loads ``__consumer_offsets`` through a ``CoordinatorLog`` at start-up, serves the group APIs
-(classic groups, KIP-848 consumer groups, offsets, admin) with request dicts in and response
-dicts (shaped for the request's version) out, appends the records the core produces, and
-fires the core's timers (sessions, rebalances, offset expiry). All group state lives in the
-pure ``GroupCoordinatorShard``; this module only does I/O and time.
+Mirrors Kafka's ``GroupCoordinatorService`` (with the runtime's loading and write path): one
+pure ``GroupCoordinatorShard`` per ``__consumer_offsets`` partition this broker leads, loaded
+from that partition through a ``CoordinatorLog``; it serves the group APIs (classic groups,
+KIP-848 consumer groups, offsets, admin) with request dicts in and response dicts (shaped for
+the request's version) out, routing each group to its partition's shard, appends the records
+the shards produce, and fires their timers (sessions, rebalances, offset expiry). All group
+state lives in the shards; this module only does I/O and time.
+
+Partition leadership (Kafka's ``onElection``/``onResignation``): with a metadata image that
+lists ``__consumer_offsets``, this coordinator serves exactly the partitions this broker
+leads. A partition it becomes the leader of (or leads at a new leader epoch) is loaded
+again from its log once the writes still queued for it are done, answering
+COORDINATOR_LOAD_IN_PROGRESS meanwhile; a partition it stops leading is unloaded (parked
+joins and syncs answer NOT_COORDINATOR) and its groups answer NOT_COORDINATOR from then on,
+so clients look the coordinator up again and find the new leader, which has every
+acknowledged commit. Without such an image (before the topic exists, or with no metadata at
+all) it serves every partition.
 
 Transactions (Kafka's ``scheduleTransactionalWriteOperation`` and
 ``scheduleTransactionCompletion``): TxnOffsetCommit records are appended as a transactional
@@ -53,6 +64,7 @@ from .offset_metadata_manager import (
     NO_METADATA,
     error_topics,
 )
+from .records import OFFSETS_TOPIC
 from .requests import JoinGroupRequest, SyncGroupRequest, join_error, sync_error
 from .result import NO_PRODUCER_ID, PendingWrite, ResponseFuture
 from .shard import GroupCoordinatorShard
@@ -88,6 +100,7 @@ class GroupCoordinator:
         wall_clock: Callable[[], int] = wall_clock_ms,
         new_uuid: Callable[[], Any] = uuid.uuid4,
         properties: Mapping[str, str] | None = None,
+        metadata: Callable[[], MetadataImage | None] | None = None,
         **settings: Any,
     ) -> None:
         self.log = log
@@ -101,10 +114,17 @@ class GroupCoordinator:
             offset_metadata_max_bytes=offset_metadata_max_bytes,
             **{**settings_from_properties(properties or {}), **settings},
         )
-        self.shard = GroupCoordinatorShard(self.config, new_uuid=new_uuid)
-        self.groups = self.shard.classic
-        self.consumer_groups = self.shard.consumer
-        self.offsets = self.shard.offsets
+        self._new_uuid = new_uuid
+        self._metadata = metadata
+        #: partition -> the shard serving it (loaded)
+        self._shards: dict[int, GroupCoordinatorShard] = {}
+        #: partition -> the leader epoch it was loaded at (None: no leadership known)
+        self._epochs: dict[int, int | None] = {}
+        #: partitions being loaded
+        self._loading: set[int] = set()
+        #: partition -> a counter bumped by each load/unload (a superseded load gives up)
+        self._generation: dict[int, int] = {}
+        self._wall_offset_ms = 0
         self._clock = clock
         self._wall_clock = wall_clock
         self._active = False
@@ -119,58 +139,165 @@ class GroupCoordinator:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load every ``__consumer_offsets`` partition, then drive timers until cancelled."""
+        """Load the ``__consumer_offsets`` partitions this broker serves, then drive timers
+        (and load/unload partitions as leadership moves) until cancelled."""
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = nursery
                 now = self._now()
-                self._load(now)
+                led = self._led_partitions(self._current_image())
+                partitions = (
+                    range(self.config.offsets_topic_num_partitions) if led is None else sorted(led)
+                )
+                loaded = {p: self._load(p, now) for p in partitions}
+                self._nursery = nursery
                 self._active = True
-                self._submit(self.shard.on_loaded(now))
+                for partition, shard in loaded.items():
+                    self._shards[partition] = shard
+                    self._epochs[partition] = None if led is None else led[partition]
+                for shard in loaded.values():
+                    self._submit(shard.on_loaded(now))
                 task_status.started()
                 await self._drive_timers()
         finally:
             self._active = False
             self._stopped = True
             self._nursery = None
+            for shard in self._shards.values():
+                shard.on_unloaded()
+            self._shards.clear()
 
-    def _load(self, now_ms: int) -> None:
-        loaded = 0
-        for partition in range(self.config.offsets_topic_num_partitions):
-            for batch in self.log.read_batches(partition):
-                if batch.commit is not None:  # a transaction marker
-                    self.shard.replay_end_transaction_marker(batch.producer_id, batch.commit)
+    # -- partition leadership (Kafka's onElection / onResignation) ----------------------
+
+    def _current_image(self) -> MetadataImage | None:
+        return self._metadata() if self._metadata is not None else None
+
+    def _led_partitions(self, image: MetadataImage | None) -> dict[int, int] | None:
+        """The ``__consumer_offsets`` partitions this broker leads, with their leader epochs;
+        None when the image does not list the topic (this coordinator then serves all)."""
+        topic = image.topics.get(OFFSETS_TOPIC) if image is not None else None
+        if topic is None:
+            return None
+        return {
+            partition: registration.leader_epoch
+            for partition, registration in topic.partitions.items()
+            if registration.leader == self.node_id
+        }
+
+    def on_metadata_update(self, old: MetadataImage, new: MetadataImage) -> None:
+        """A metadata listener: load the partitions this broker now leads (or leads at a new
+        leader epoch), unload those it no longer leads."""
+        if self._nursery is None:
+            return  # not running: ``run`` loads what the image says then
+        led = self._led_partitions(new)
+        if led is None:
+            return
+        for partition in sorted(set(self._shards) | self._loading):
+            if partition not in led:
+                self._unload(partition)
+        for partition, epoch in sorted(led.items()):
+            if partition in self._shards or partition in self._loading:
+                known = self._epochs.get(partition)
+                if known is None:
+                    # Served before the topic existed (nothing written elsewhere).
+                    self._epochs[partition] = epoch
                     continue
-                producer_id = batch.producer_id if batch.is_transactional else NO_PRODUCER_ID
-                for key, value in batch.records:
-                    try:
-                        record = records.decode_record(key, value)
-                    except CodecError as exc:
-                        log.warning(
-                            "__consumer_offsets-%d: skipping undecodable record: %s",
-                            partition,
-                            exc,
-                        )
-                        continue
-                    if record is not None:
-                        self.shard.replay(record, now_ms, producer_id)
-                        loaded += 1
+                if known == epoch:
+                    continue
+            self._unload(partition)
+            self._loading.add(partition)
+            self._epochs[partition] = epoch
+            self._nursery.start_soon(self._load_partition, partition, self._bump(partition))
+
+    def _bump(self, partition: int) -> int:
+        generation = self._generation.get(partition, 0) + 1
+        self._generation[partition] = generation
+        return generation
+
+    def _unload(self, partition: int) -> None:
+        self._bump(partition)
+        self._loading.discard(partition)
+        self._epochs.pop(partition, None)
+        shard = self._shards.pop(partition, None)
+        if shard is not None:
+            shard.on_unloaded()
+            log.info("%s-%d unloaded: another broker leads it", OFFSETS_TOPIC, partition)
+
+    async def _load_partition(self, partition: int, generation: int) -> None:
+        """Load one partition once the writes queued for it (by its previous shard) are
+        done; give up when a later load or unload superseded this one."""
+        done = trio.Event()
+
+        def on_done(error: ErrorCode, now_ms: int) -> list[PendingWrite]:
+            done.set()
+            return []
+
+        self._submit([PendingWrite(partition, [], on_done)])
+        await done.wait()
+        if self._generation.get(partition) != generation:
+            return
+        now = self._now()
+        try:
+            shard = self._load(partition, now)
+        except Exception:
+            log.exception("%s-%d: loading failed", OFFSETS_TOPIC, partition)
+            self._loading.discard(partition)
+            self._epochs.pop(partition, None)
+            return
+        self._loading.discard(partition)
+        self._shards[partition] = shard
+        log.info("%s-%d loaded: this broker leads it", OFFSETS_TOPIC, partition)
+        self._submit(shard.on_loaded(now))
+
+    def _new_shard(self) -> GroupCoordinatorShard:
+        shard = GroupCoordinatorShard(self.config, new_uuid=self._new_uuid)
+        shard.wall_offset_ms = self._wall_offset_ms
+        if self._image is not None:
+            shard.consumer.update_image(self._image)
+        return shard
+
+    def _load(self, partition: int, now_ms: int) -> GroupCoordinatorShard:
+        """A new shard with one partition's records replayed (Kafka's CoordinatorLoader)."""
+        shard = self._new_shard()
+        loaded = 0
+        for batch in self.log.read_batches(partition):
+            if batch.commit is not None:  # a transaction marker
+                shard.replay_end_transaction_marker(batch.producer_id, batch.commit)
+                continue
+            producer_id = batch.producer_id if batch.is_transactional else NO_PRODUCER_ID
+            for key, value in batch.records:
+                try:
+                    record = records.decode_record(key, value)
+                except CodecError as exc:
+                    log.warning(
+                        "%s-%d: skipping undecodable record: %s", OFFSETS_TOPIC, partition, exc
+                    )
+                    continue
+                if record is not None:
+                    shard.replay(record, now_ms, producer_id)
+                    loaded += 1
         if loaded:
             log.info(
-                "group coordinator loaded %d records: %d classic and %d consumer groups",
+                "%s-%d: loaded %d records: %d classic and %d consumer groups",
+                OFFSETS_TOPIC,
+                partition,
                 loaded,
-                len(self.groups.groups),
-                len(self.consumer_groups.groups),
+                len(shard.classic.groups),
+                len(shard.consumer.groups),
             )
+        return shard
 
     async def _drive_timers(self) -> None:
         while True:
             now = self._now()
-            self._submit(self.shard.tick(now))
-            # A fresh event after the tick (whose own submit kicks): kicks from here on
+            for shard in list(self._shards.values()):
+                self._submit(shard.tick(now))
+            # A fresh event after the ticks (whose own submits kick): kicks from here on
             # come from requests that may have moved the next deadline.
             self._wakeup = trio.Event()
-            deadline = self.shard.next_deadline()
+            deadlines = [
+                d for d in (s.next_deadline() for s in self._shards.values()) if d is not None
+            ]
+            deadline = min(deadlines, default=None)
             if deadline is None:
                 await self._wakeup.wait()
             else:
@@ -179,7 +306,9 @@ class GroupCoordinator:
 
     def _now(self) -> int:
         now = self._clock()
-        self.shard.wall_offset_ms = self._wall_clock() - now
+        self._wall_offset_ms = self._wall_clock() - now
+        for shard in self._shards.values():
+            shard.wall_offset_ms = self._wall_offset_ms
         return now
 
     def _kick(self) -> None:
@@ -193,10 +322,31 @@ class GroupCoordinator:
             return ErrorCode.COORDINATOR_NOT_AVAILABLE
         return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
 
+    def _partition_shard(self, partition: int) -> GroupCoordinatorShard | ErrorCode:
+        """The shard serving ``partition``, or the error its groups answer."""
+        unavailable = self._unavailable()
+        if unavailable is not None:
+            return unavailable
+        shard = self._shards.get(partition)
+        if shard is not None:
+            return shard
+        if partition in self._loading:
+            return ErrorCode.COORDINATOR_LOAD_IN_PROGRESS
+        return ErrorCode.NOT_COORDINATOR
+
+    def _route(self, group_id: str) -> GroupCoordinatorShard | ErrorCode:
+        """The shard of ``group_id``'s partition, or the error the group answers."""
+        return self._partition_shard(self.partition_for(group_id))
+
+    def shard_for(self, group_id: str) -> GroupCoordinatorShard | None:
+        """The loaded shard serving ``group_id`` (None when this broker does not)."""
+        return self._shards.get(self.partition_for(group_id))
+
     def update_image(self, image: MetadataImage) -> None:
         """The metadata image (topic ids and partition counts) consumer groups assign from."""
         self._image = image
-        self.consumer_groups.update_image(image)
+        for shard in self._shards.values():
+            shard.consumer.update_image(image)
 
     # -- the write path ----------------------------------------------------------------
 
@@ -311,7 +461,7 @@ class GroupCoordinator:
 
     def partition_for(self, group_id: str) -> int:
         """The ``__consumer_offsets`` partition of a group (Kafka's hash)."""
-        return self.shard.partition_for(group_id)
+        return records.partition_for(group_id, self.config.offsets_topic_num_partitions)
 
     async def find_coordinator(self, key: str) -> tuple[ErrorCode, int]:
         """Make sure ``__consumer_offsets`` exists (first call), then name the group's partition."""
@@ -331,9 +481,9 @@ class GroupCoordinator:
         self, request: dict[str, Any], version: int, client_id: str, client_host: str
     ) -> dict[str, Any]:
         """JoinGroup v0-9; returns when the member's join completes (a delayed join)."""
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            return _join_response(join_error(request["member_id"], unavailable), version)
+        shard = self._route(request["group_id"])
+        if isinstance(shard, ErrorCode):
+            return _join_response(join_error(request["member_id"], shard), version)
         session_timeout_ms = request["session_timeout_ms"]
         rebalance_timeout_ms = request["rebalance_timeout_ms"]
         if version == 0 or rebalance_timeout_ms < 0:
@@ -352,14 +502,14 @@ class GroupCoordinator:
             supports_skip_assignment=version >= 9,
         )
         future = ResponseFuture()
-        self._submit(self.shard.join_group(join, future, self._now()))
+        self._submit(shard.join_group(join, future, self._now()))
         return _join_response(await self._wait(future), version)
 
     async def sync_group(self, request: dict[str, Any], version: int) -> dict[str, Any]:
         """SyncGroup v0-5; a follower's answer waits for the leader's assignment."""
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            return sync_error(unavailable)
+        shard = self._route(request["group_id"])
+        if isinstance(shard, ErrorCode):
+            return sync_error(shard)
         if version >= 5 and (request["protocol_type"] is None or request["protocol_name"] is None):
             # From v5 on both are mandatory.
             return sync_error(ErrorCode.INCONSISTENT_GROUP_PROTOCOL)
@@ -373,15 +523,15 @@ class GroupCoordinator:
             assignments=[(a["member_id"], bytes(a["assignment"])) for a in request["assignments"]],
         )
         future = ResponseFuture()
-        self._submit(self.groups.sync_group(sync, future, self._now()))
+        self._submit(shard.classic.sync_group(sync, future, self._now()))
         return dict(await self._wait(future))
 
     async def heartbeat(self, request: dict[str, Any], version: int) -> dict[str, Any]:
         """Heartbeat v0-4."""
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            return {"error_code": unavailable}
-        error = self.groups.heartbeat(
+        shard = self._route(request["group_id"])
+        if isinstance(shard, ErrorCode):
+            return {"error_code": shard}
+        error = shard.classic.heartbeat(
             request["group_id"],
             request["member_id"],
             request["group_instance_id"] if version >= 3 else None,
@@ -398,11 +548,11 @@ class GroupCoordinator:
         else:
             members = [(m["member_id"], m["group_instance_id"]) for m in request["members"]]
         member_errors: list[ErrorCode] = []
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            error = unavailable
+        shard = self._route(request["group_id"])
+        if isinstance(shard, ErrorCode):
+            error = shard
         else:
-            error, member_errors, writes = self.groups.leave_group(
+            error, member_errors, writes = shard.classic.leave_group(
                 request["group_id"], members, self._now()
             )
             # As Kafka, answer once the group's records are written: a departed member must
@@ -431,9 +581,9 @@ class GroupCoordinator:
         image: MetadataImage,
     ) -> dict[str, Any]:
         """ConsumerGroupHeartbeat v0-1; answered once the group's records are written."""
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            return heartbeat_error(unavailable)
+        shard = self._route(request["group_id"])
+        if isinstance(shard, ErrorCode):
+            return heartbeat_error(shard)
         self.update_image(image)
         owned = request["topic_partitions"]
         heartbeat = ConsumerGroupHeartbeatRequest(
@@ -454,31 +604,35 @@ class GroupCoordinator:
             api_version=version,
         )
         future = ResponseFuture()
-        self._submit(self.shard.consumer_group_heartbeat(heartbeat, future, self._now(), image))
+        self._submit(shard.consumer_group_heartbeat(heartbeat, future, self._now(), image))
         return dict(await self._wait(future))
 
     async def consumer_group_describe(
         self, group_ids: Sequence[str], include_authorized_operations: bool, image: MetadataImage
     ) -> list[dict[str, Any]]:
         """ConsumerGroupDescribe ``DescribedGroup``s."""
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            return [
-                {**_describe_error(group_id), "error_code": unavailable} for group_id in group_ids
-            ]
-        return self.shard.consumer_group_describe(group_ids, include_authorized_operations, image)
+        described = []
+        for group_id in group_ids:
+            shard = self._route(group_id)
+            if isinstance(shard, ErrorCode):
+                described.append({**_describe_error(group_id), "error_code": shard})
+            else:
+                described.extend(
+                    shard.consumer_group_describe([group_id], include_authorized_operations, image)
+                )
+        return described
 
     # -- offsets -----------------------------------------------------------------------
 
     async def commit_offsets(self, request: dict[str, Any], version: int) -> dict[str, Any]:
         """OffsetCommit v2-9 for the topics given (the handler has removed unknown topics)."""
         topics = request["topics"]
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            return {"topics": error_topics(topics, unavailable)}
+        shard = self._route(request["group_id"])
+        if isinstance(shard, ErrorCode):
+            return {"topics": error_topics(topics, shard)}
         future = ResponseFuture()
         self._submit(
-            self.offsets.commit_offsets(
+            shard.offsets.commit_offsets(
                 request["group_id"],
                 request["generation_id_or_member_epoch"],
                 request["member_id"],
@@ -499,12 +653,12 @@ class GroupCoordinator:
         ``generation_id_or_member_epoch``, ``member_id``, ``group_instance_id``, ``topics``).
         Answered once the transactional batch is written; the offsets are then pending."""
         topics = request["topics"]
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            return {"topics": error_topics(topics, unavailable)}
+        shard = self._route(request["group_id"])
+        if isinstance(shard, ErrorCode):
+            return {"topics": error_topics(topics, shard)}
         future = ResponseFuture()
         self._submit(
-            self.offsets.commit_transactional_offsets(
+            shard.offsets.commit_transactional_offsets(
                 request["group_id"],
                 producer_id,
                 producer_epoch,
@@ -529,14 +683,14 @@ class GroupCoordinator:
         """Write a transaction's COMMIT/ABORT marker to ``__consumer_offsets-<partition>``
         behind the writes queued there, then complete (or drop) the producer's pending
         offsets (Kafka's ``GroupCoordinatorService.completeTransaction``)."""
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            return unavailable
         if not 0 <= partition < self.config.offsets_topic_num_partitions:
             return ErrorCode.NOT_COORDINATOR
+        shard = self._partition_shard(partition)
+        if isinstance(shard, ErrorCode):
+            return shard
         future = ResponseFuture()
         self._submit(
-            self.shard.complete_transaction(
+            shard.complete_transaction(
                 partition, producer_id, producer_epoch, coordinator_epoch, commit, future
             )
         )
@@ -556,9 +710,10 @@ class GroupCoordinator:
         else:
             wanted = [(request["group_id"], request["topics"], None, -1)]
         require_stable = version >= 7 and bool(request.get("require_stable"))
-        if require_stable and self._unavailable() is None:
+        if require_stable:
             for group_id in {w[0] for w in wanted}:
-                await self._barrier(group_id)
+                if not isinstance(self._route(group_id), ErrorCode):
+                    await self._barrier(group_id)
         results = [
             self._fetch_group(group_id, topics, version, member_id, member_epoch, require_stable)
             for group_id, topics, member_id, member_epoch in wanted
@@ -577,12 +732,14 @@ class GroupCoordinator:
         require_stable: bool = False,
     ) -> dict[str, Any]:
         wanted = None if topics is None else [(t["name"], t["partition_indexes"]) for t in topics]
-        error = self._unavailable()
+        shard = self._route(group_id)
         fetched: list[dict[str, Any]] = []
-        if error is None:
+        if isinstance(shard, ErrorCode):
+            error = shard
+        else:
             if version < 9:
                 member_id, member_epoch = None, -1
-            error, fetched = self.shard.fetch_offsets(
+            error, fetched = shard.fetch_offsets(
                 group_id, wanted, member_id, member_epoch, require_stable
             )
         if error == ErrorCode.NO_ERROR:
@@ -613,11 +770,11 @@ class GroupCoordinator:
         self, group_id: str, topics: Sequence[tuple[str, Sequence[int]]]
     ) -> dict[str, Any]:
         """OffsetDelete for the topics given (the handler has removed unknown partitions)."""
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            return {"error_code": unavailable, "topics": []}
+        shard = self._route(group_id)
+        if isinstance(shard, ErrorCode):
+            return {"error_code": shard, "topics": []}
         future = ResponseFuture()
-        self._submit(self.shard.delete_offsets(group_id, topics, future))
+        self._submit(shard.delete_offsets(group_id, topics, future))
         return dict(await self._wait(future))
 
     # -- DescribeGroups / ListGroups / DeleteGroups -------------------------------------
@@ -629,40 +786,60 @@ class GroupCoordinator:
         include_authorized_operations: bool = False,
     ) -> list[dict[str, Any]]:
         """DescribeGroups ``DescribedGroup``s (unknown group: Dead, or GROUP_ID_NOT_FOUND v6+)."""
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            return [
-                {
-                    "error_code": unavailable,
-                    "error_message": None,
-                    "group_id": group_id,
-                    "group_state": "",
-                    "protocol_type": "",
-                    "protocol_data": "",
-                    "members": [],
-                }
-                for group_id in group_ids
-            ]
-        return self.shard.describe_groups(group_ids, version, include_authorized_operations)
+        described: list[dict[str, Any]] = []
+        for group_id in group_ids:
+            shard = self._route(group_id)
+            if isinstance(shard, ErrorCode):
+                described.append(
+                    {
+                        "error_code": shard,
+                        "error_message": None,
+                        "group_id": group_id,
+                        "group_state": "",
+                        "protocol_type": "",
+                        "protocol_data": "",
+                        "members": [],
+                    }
+                )
+            else:
+                described.extend(
+                    shard.describe_groups([group_id], version, include_authorized_operations)
+                )
+        return described
 
     def list_groups(
         self, states_filter: Sequence[str] = (), types_filter: Sequence[str] = ()
     ) -> tuple[ErrorCode, list[dict[str, Any]]]:
-        """ListGroups ``ListedGroup``s, filtered by state and type (case-insensitive)."""
+        """ListGroups ``ListedGroup``s of every loaded partition, filtered by state and type
+        (case-insensitive); partitions still loading are left out, as Kafka lists only its
+        active coordinators."""
         unavailable = self._unavailable()
         if unavailable is not None:
             return unavailable, []
-        return ErrorCode.NO_ERROR, self.shard.list_groups(states_filter, types_filter)
+        return ErrorCode.NO_ERROR, [
+            group
+            for _, shard in sorted(self._shards.items())
+            for group in shard.list_groups(states_filter, types_filter)
+        ]
 
     async def delete_groups(self, group_ids: Sequence[str]) -> dict[str, ErrorCode]:
         """DeleteGroups: remove empty groups and their offsets (tombstones)."""
-        unavailable = self._unavailable()
-        if unavailable is not None:
-            return dict.fromkeys(group_ids, unavailable)
-        future = ResponseFuture()
-        self._submit(self.shard.delete_groups(group_ids, future))
-        result: dict[str, ErrorCode] = await self._wait(future)
-        return result
+        result: dict[str, ErrorCode] = {}
+        by_shard: dict[int, tuple[GroupCoordinatorShard, list[str]]] = {}
+        for group_id in group_ids:
+            shard = self._route(group_id)
+            if isinstance(shard, ErrorCode):
+                result[group_id] = shard
+            else:
+                by_shard.setdefault(id(shard), (shard, []))[1].append(group_id)
+        futures = []
+        for shard, ids in by_shard.values():
+            future = ResponseFuture()
+            self._submit(shard.delete_groups(ids, future))
+            futures.append(future)
+        for future in futures:
+            result.update(await self._wait(future))
+        return {group_id: result[group_id] for group_id in group_ids}
 
 
 def _describe_error(group_id: str) -> dict[str, Any]:

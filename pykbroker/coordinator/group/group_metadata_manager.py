@@ -804,6 +804,20 @@ class GroupMetadataManager:
                 writes.extend(self._prepare_rebalance(group))
         return writes
 
+    def on_unloaded(self) -> None:
+        """This coordinator lost the partition (Kafka's ``onUnloaded``): every group is Dead
+        and each member's parked JoinGroup or SyncGroup answers NOT_COORDINATOR, so the
+        client looks the coordinator up again."""
+        for group in self.groups.values():
+            if not group.is_in_state(DEAD):
+                group.transition_to(DEAD, self._now)
+            for member in group.all_members():
+                group.complete_join_future(
+                    member, join_error(member.member_id, ErrorCode.NOT_COORDINATOR)
+                )
+                group.complete_sync_future(member, sync_error(ErrorCode.NOT_COORDINATOR))
+        self.timer.cancel_all()
+
 
 def _inconsistent(requested: str | None, current: str | None) -> bool:
     return requested is not None and current is not None and requested != current

@@ -53,6 +53,10 @@ def java_abs(value: int) -> int:
     return 0 if value == -(1 << 31) else abs(value)
 
 
+#: The group coordinator's topic (Kafka's ``Topic.GROUP_METADATA_TOPIC_NAME``).
+OFFSETS_TOPIC = "__consumer_offsets"
+
+
 def partition_for(group_id: str, num_partitions: int) -> int:
     """The ``__consumer_offsets`` partition of a group, exactly as Kafka computes it."""
     return java_abs(java_string_hashcode(group_id)) % num_partitions

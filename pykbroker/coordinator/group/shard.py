@@ -146,6 +146,11 @@ class GroupCoordinatorShard:
         self.schedule_expiration(now_ms)
         return writes
 
+    def on_unloaded(self) -> None:
+        """The partition moved to another coordinator (Kafka's ``onUnloaded``): parked
+        joins and syncs answer NOT_COORDINATOR and no timer fires any more."""
+        self.classic.on_unloaded()
+
     # -- classic protocol entry points that must know about consumer groups -------------
 
     def join_group(

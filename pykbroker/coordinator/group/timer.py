@@ -32,6 +32,10 @@ class Timer(Generic[T]):
     def cancel(self, key: Hashable) -> None:
         self._live.pop(key, None)
 
+    def cancel_all(self) -> None:
+        self._live.clear()
+        self._heap.clear()
+
     def is_scheduled(self, key: Hashable) -> bool:
         return key in self._live
 
