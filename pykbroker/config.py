@@ -260,20 +260,14 @@ class BrokerConfig:
         unknown: list[str] = []
         for key, text in props.items():
             parser = _PARSERS.get(key)
-            if key == "log.retention.hours" and "log.retention.ms" not in props:
-                values["log_retention_ms"] = _int(-1)(key, text) * 3_600_000
-                continue
-            if key == "log.retention.minutes" and "log.retention.ms" not in props:
-                values["log_retention_ms"] = _int(-1)(key, text) * 60_000
-                continue
-            if key == "log.roll.hours" and "log.roll.ms" not in props:
-                values["log_roll_ms"] = _int(1)(key, text) * 3_600_000
-                continue
+            if key in _TIME_KEY_NAMES:
+                continue  # resolved by precedence below, whatever the key order
             if parser is None:
                 if key not in _ACCEPTED:
                     unknown.append(key)
                 continue
             values[key.replace(".", "_")] = parser(key, text)
+        values.update(_time_settings(props))
         if "log.dir" in props and "log.dirs" not in props:
             values["log_dirs"] = _dirs("log.dir", props["log.dir"])
         values["extra"] = {k: v for k, v in props.items() if k not in _PARSERS}
@@ -314,6 +308,41 @@ class BrokerConfig:
             raise ConfigError("message.max.bytes must not exceed socket.request.max.bytes")
 
 
+def _retention_ms(key: str, text: str) -> int:
+    """Any integer; a negative one means unlimited, -1 (Kafka's ``logRetentionTimeMillis``)."""
+    value = _int(-(2**63))(key, text)
+    return -1 if value < 0 else value
+
+
+#: field -> its keys, highest precedence first, with their unit in ms and parser (Kafka's
+#: ``logRetentionTimeMillis``: ms beats minutes beats hours; ``logRollTimeMillis``: ms beats
+#: hours). BrokerConfig has no ``log.roll.jitter.*`` setting (no segment jitter is applied).
+_TIME_KEYS: dict[str, tuple[tuple[str, int, Callable[[str, str], int]], ...]] = {
+    "log_retention_ms": (
+        ("log.retention.ms", 1, _retention_ms),
+        ("log.retention.minutes", 60_000, _retention_ms),
+        ("log.retention.hours", 3_600_000, _retention_ms),
+    ),
+    "log_roll_ms": (
+        ("log.roll.ms", 1, _int(1)),
+        ("log.roll.hours", 3_600_000, _int(1)),
+    ),
+}
+_TIME_KEY_NAMES = frozenset(key for keys in _TIME_KEYS.values() for key, _, _ in keys)
+
+
+def _time_settings(props: Mapping[str, str]) -> dict[str, int]:
+    """The retention and roll times from the most precise key present, any key order
+    (every key present is still checked, as Kafka parses them all)."""
+    values: dict[str, int] = {}
+    for name, keys in _TIME_KEYS.items():
+        for key, unit, parse in reversed(keys):  # the most precise key is applied last
+            if key in props:
+                value = parse(key, props[key])
+                values[name] = value if value < 0 else min(value * unit, 2**63 - 1)
+    return values
+
+
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "node.id": _int(0, 2**31 - 1),
     "process.roles": _roles,
@@ -328,7 +357,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "log.roll.ms": _int(1),
     "log.index.size.max.bytes": _int(4, 2**31 - 1),
     "log.index.interval.bytes": _int(0, 2**31 - 1),
-    "log.retention.ms": _int(-1),
+    "log.retention.ms": _retention_ms,
     "log.retention.bytes": _int(-1),
     "log.cleanup.policy": _choice("delete", "compact", "compact,delete", "delete,compact"),
     "log.message.timestamp.type": _choice("CreateTime", "LogAppendTime"),

@@ -9,7 +9,10 @@ split into ``flush_snapshot`` / ``FlushSnapshot.fsync`` (any thread) /
 ``complete_flush`` so the fsync runs off the event loop (``FlushCoordinator``).
 Idempotent producer state (``producer_state.ProducerStateManager``) is checked on
 leader appends, fed by follower appends, snapshotted on roll and close, and rebuilt
-on open and truncation from the newest snapshot plus the batch headers after it.
+on open and truncation from the newest snapshot plus the batch headers after it. With
+off-loop flushing a roll writes its snapshot without fsync (Kafka's ``takeSnapshot(false)``)
+and the next flush round fsyncs it (``flush_files_pending``); a snapshot torn by a power loss
+fails its CRC on open and the state is replayed from an older one.
 Each ABORT marker appended (by the transaction coordinator as leader, or replicated) adds
 an entry to the active segment's ``.txnindex`` before the append may be flushed;
 ``collect_aborted_transactions`` answers read_committed fetches from those indexes
@@ -119,6 +122,8 @@ class Log:
         self._last_flush_ms = now_ms
         self._closed = False
         self._truncations = 0
+        # producer snapshots written without fsync, fsynced by the next flush round
+        self._unflushed_snapshots: list[Path] = []
         # False when a FlushCoordinator fsyncs off the event loop (LogManager sets it).
         self.inline_flush = True
         segments[-1].resize_indexes(config.segment_index_bytes)
@@ -479,9 +484,13 @@ class Log:
             active.delete()
         else:
             active.on_become_inactive()
-        # Kafka's roll: the producer state up to the new segment is snapshotted.
+        # Kafka's roll: the producer state up to the new segment is snapshotted. Off-loop
+        # flushing writes it without fsync (Kafka's takeSnapshot(false)); the next flush
+        # round, due since the log rolled, fsyncs it in a worker thread (flush_snapshot).
         self.producer_state.map_end_offset = base_offset
-        self.producer_state.take_snapshot()
+        path = self.producer_state.take_snapshot(sync=self.inline_flush)
+        if path is not None and not self.inline_flush:
+            self._unflushed_snapshots.append(path)
         segment = new_segment(self._dir, self._config, base_offset, now_ms)
         segment.resize_indexes(self._config.segment_index_bytes)
         self._segments.append(segment)
@@ -585,7 +594,27 @@ class Log:
         exact = best.find_record_with_timestamp(best_timestamp, best_offset)
         return best_timestamp, best_offset if exact is None else exact
 
+    def batch_leader_epoch(self, offset: int) -> int:
+        """The partitionLeaderEpoch of the batch holding ``offset`` (what Kafka's
+        ``findOffsetByTimestamp`` answers with a found offset); -1 if none or unstamped."""
+        self._check_open()
+        if not self._log_start_offset <= offset < self._log_end_offset:
+            return -1
+        for _, header in iter_batch_headers(self.read(offset, 1)):
+            return max(header.partition_leader_epoch, -1)
+        return -1
+
     # -- leader epochs ---------------------------------------------------------------------
+
+    def epoch_at_log_start(self) -> int:
+        """Kafka's EARLIEST answer epoch: the earliest cached epoch when it starts at or
+        below ``log_start_offset`` (the epoch of the log start offset), else -1."""
+        self._check_open()
+        cache = self.leader_epoch_cache
+        entry = cache.earliest_entry() if cache is not None else None
+        if entry is None or entry.start_offset > self._log_start_offset:
+            return -1
+        return entry.epoch
 
     def end_offset_for_epoch(self, leader_epoch: int) -> tuple[int, int]:
         """``(epoch, end_offset)`` for OffsetForLeaderEpoch (Kafka's ``endOffsetForEpoch``
@@ -642,6 +671,7 @@ class Log:
         self._log_end_offset = self._log_start_offset = offset
         self._high_watermark = self._recovery_point = offset
         self.producer_state.delete_snapshots(lambda _: True)
+        self._unflushed_snapshots.clear()
         self.producer_state.truncate_and_reset(offset)
         if self.leader_epoch_cache is not None:
             self.leader_epoch_cache.clear()  # Kafka's clearAndFlush
@@ -789,33 +819,45 @@ class Log:
             return False
         return self.flush_needed or now_ms - self._last_flush_ms >= self._config.flush_ms
 
-    def flush_snapshot(self) -> FlushSnapshot | None:
-        """Handles to fsync everything below ``log_end_offset`` off this thread (then
-        ``complete_flush``), with the leader epoch checkpoint if it changed; None when all
-        that is flushed already."""
+    def flush_snapshot(self, up_to: int | None = None) -> FlushSnapshot | None:
+        """Handles to fsync everything below ``up_to`` (default ``log_end_offset``) off this
+        thread (then ``complete_flush``), with the leader epoch checkpoint if it changed and
+        the producer snapshots rolls wrote unsynced; None when all that is flushed already.
+        ``up_to`` a segment's base offset flushes only the segments before it (Kafka's
+        ``flushUptoOffsetExclusive`` after a roll)."""
         self._check_open()
+        end = self._log_end_offset if up_to is None else min(up_to, self._log_end_offset)
         cache = self.leader_epoch_cache
         epoch_checkpoint = None
         if cache is not None and cache.dirty:
             version, entries = cache.checkpoint_snapshot()
             epoch_checkpoint = (cache.checkpoint_path, version, entries)
-        if self._log_end_offset <= self._recovery_point:
-            if epoch_checkpoint is None:
+        snapshots = list(self._unflushed_snapshots)
+        if end <= self._recovery_point:
+            if epoch_checkpoint is None and not snapshots:
                 return None
-            return FlushSnapshot(self._log_end_offset, self._truncations, [], epoch_checkpoint)
+            return FlushSnapshot(end, self._truncations, [], epoch_checkpoint, snapshots)
         handles = []
         last = len(self._segments) - 1
         for i, segment in enumerate(self._segments):
             if i < last and self._base_offsets[i + 1] <= self._recovery_point:
                 continue
+            if i > 0 and segment.base_offset >= end:
+                break
             handles.append(segment.flush_handles())
-        return FlushSnapshot(self._log_end_offset, self._truncations, handles, epoch_checkpoint)
+        return FlushSnapshot(end, self._truncations, handles, epoch_checkpoint, snapshots)
 
     @property
     def epoch_checkpoint_dirty(self) -> bool:
         """The leader epoch cache changed since ``leader-epoch-checkpoint`` was written."""
         cache = self.leader_epoch_cache
         return not self._closed and cache is not None and cache.dirty
+
+    @property
+    def flush_files_pending(self) -> bool:
+        """A flush round has files besides segments to make durable: a changed leader epoch
+        checkpoint or producer snapshots written without fsync at roll."""
+        return self.epoch_checkpoint_dirty or (not self._closed and bool(self._unflushed_snapshots))
 
     def complete_flush(self, snapshot: FlushSnapshot, now_ms: int) -> None:
         """Move the recovery point to what ``snapshot`` made durable; nothing if the log
@@ -824,6 +866,9 @@ class Log:
             return
         if snapshot.epoch_checkpoint is not None and self.leader_epoch_cache is not None:
             self.leader_epoch_cache.mark_written(snapshot.epoch_checkpoint[1])
+        if snapshot.producer_snapshots:
+            synced = set(snapshot.producer_snapshots)
+            self._unflushed_snapshots = [p for p in self._unflushed_snapshots if p not in synced]
         if snapshot.truncations != self._truncations:
             return
         flushed = min(snapshot.log_end_offset, self._log_end_offset)

@@ -208,6 +208,6 @@ def _parse(key: str, name: str, raw: str, unit: int) -> int | float | str:
         value = int(raw)
     except ValueError:
         raise KafkaError(ErrorCode.INVALID_CONFIG, f"invalid value {raw!r} for {key}") from None
-    if value == -1 and name == "retention_ms":
-        return -1
-    return value * unit
+    if name == "retention_ms" and (value == -1 or (value < 0 and key.startswith("log."))):
+        return -1  # broker keys: any negative retention is unlimited, as Kafka
+    return min(value * unit, MAX_LONG) if value > 0 else value * unit

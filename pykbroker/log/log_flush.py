@@ -5,7 +5,9 @@ the event loop must never wait for the disk, so a flush has three steps: ``Log.f
 (trio thread: duplicate the descriptors of the segments at or after the recovery point),
 ``FlushSnapshot.fsync`` (any thread) and ``Log.complete_flush`` (trio thread: move the
 recovery point). ``log_tasks.FlushCoordinator`` drives them with group commit. A changed
-leader epoch cache rides along: ``fsync`` also rewrites the ``leader-epoch-checkpoint``.
+leader epoch cache rides along: ``fsync`` also rewrites the ``leader-epoch-checkpoint``; so do
+the producer state snapshots a roll wrote without fsync (Kafka's ``takeSnapshot(false)`` then
+``flushProducerStateSnapshot`` in the scheduler): ``fsync`` syncs them and their directory.
 
 Invariant: a snapshot owns its duplicated descriptors and closes them exactly once, so the
 log may close, roll or delete segments while an fsync runs.
@@ -14,7 +16,7 @@ log may close, roll or delete segments while an fsync runs.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pykbroker.log.leader_epoch_cache import EpochEntry, write_leader_epoch_checkpoint
@@ -32,6 +34,8 @@ class FlushSnapshot:
     handles: list[tuple[int, list[Path]]]
     #: ``(path, cache version, entries)`` of a leader epoch checkpoint to rewrite, if changed
     epoch_checkpoint: tuple[Path, int, list[EpochEntry]] | None = None
+    #: producer state snapshot files written without fsync (at roll), to fsync
+    producer_snapshots: list[Path] = field(default_factory=list)
 
     def fsync(self) -> None:
         """fsync each log file and its index files (written through mmap), then close
@@ -53,7 +57,35 @@ class FlushSnapshot:
             for fd, _ in self.handles:
                 os.close(fd)
             self.handles = []
+        if self.producer_snapshots:
+            _fsync_files_and_dir(self.producer_snapshots)
         if self.epoch_checkpoint is not None:
             path, _, entries = self.epoch_checkpoint
             if path.parent.is_dir():
                 write_leader_epoch_checkpoint(path, entries, ".flush.tmp")
+
+
+def _fsync_files_and_dir(paths: list[Path]) -> None:
+    """fsync each file that still exists (truncation or retention may have deleted it), then
+    their directory so the renames that created them are durable too."""
+    synced = False
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        synced = True
+    if not synced:
+        return
+    try:
+        dir_fd = os.open(paths[0].parent, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

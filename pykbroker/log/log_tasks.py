@@ -10,7 +10,7 @@ the broker's nursery:
   removed segments' files and write ``log-start-offset-checkpoint`` in a worker thread;
 - ``flush_loop``: flush logs whose ``flush.ms`` elapsed, that reached
   ``flush.messages``, or that rolled a segment since their last flush (Kafka flushes a
-  rolled segment at once, in the background);
+  rolled segment and the producer snapshot written at the roll at once, in the background);
 - ``checkpoint_loop``: write ``recovery-point-offset-checkpoint`` and
   ``log-start-offset-checkpoint`` every ``log.flush.offset.checkpoint.interval.ms`` /
   ``log.flush.start.offset.checkpoint.interval.ms``;
@@ -91,18 +91,20 @@ class FlushCoordinator:
             for log, offset in waits:
                 nursery.start_soon(self.flush_up_to, log, offset)
 
-    async def flush_up_to(self, log: Log, offset: int) -> None:
-        """Return when ``log.recovery_point >= offset`` and its leader epoch checkpoint is
-        written; KAFKA_STORAGE_ERROR if the log closes first or the fsync fails (as Kafka
-        takes the log dir offline)."""
-        while log.recovery_point < offset or log.epoch_checkpoint_dirty:
+    async def flush_up_to(self, log: Log, offset: int, *, exact: bool = False) -> None:
+        """Return when ``log.recovery_point >= offset`` and its leader epoch checkpoint and
+        roll-time producer snapshots are durable (``Log.flush_files_pending``);
+        KAFKA_STORAGE_ERROR if the log closes first or the fsync fails (as Kafka takes the
+        log dir offline). Each round flushes the whole log (so waiting producers share it)
+        unless ``exact``: then only below ``offset`` (a rolled segment, not the active one)."""
+        while log.recovery_point < offset or log.flush_files_pending:
             if log.is_closed:
                 raise KafkaError(ErrorCode.KAFKA_STORAGE_ERROR, f"{log.dir.name} closed")
             running = self._running.get(log)
             if running is not None:
                 await running.wait()
                 continue
-            snapshot = log.flush_snapshot()
+            snapshot = log.flush_snapshot(offset if exact else None)
             if snapshot is None:
                 return
             done = trio.Event()
@@ -162,9 +164,18 @@ async def retention_loop(
 # -- flushing and checkpoints -----------------------------------------------------------------
 
 
-def _flush_wanted(log: Log, now_ms: int) -> bool:
-    rolled = log.recovery_point < log.active_segment.base_offset
-    return not log.is_closed and (rolled or log.flush_due(now_ms))
+def _flush_wanted(log: Log, now_ms: int) -> tuple[int, bool] | None:
+    """``(offset, exact)`` for ``flush_up_to``: the whole log when ``flush.ms`` /
+    ``flush.messages`` say so, else only the segments before the active one after a roll
+    (with the producer snapshot the roll wrote unsynced); None when nothing is due."""
+    if log.is_closed:
+        return None
+    if log.flush_due(now_ms):
+        return log.log_end_offset, False
+    active_base = log.active_segment.base_offset
+    if log.recovery_point < active_base or log.flush_files_pending:
+        return active_base, True
+    return None
 
 
 async def flush_loop(
@@ -186,10 +197,11 @@ async def flush_loop(
             await trio.sleep(interval_ms / 1000)
             now_ms = clock()
             for log in list(log_manager.all_logs().values()):
-                if not _flush_wanted(log, now_ms):
+                wanted = _flush_wanted(log, now_ms)
+                if wanted is None:
                     continue
                 try:
-                    await flusher.flush_up_to(log, log.log_end_offset)
+                    await flusher.flush_up_to(log, wanted[0], exact=wanted[1])
                 except KafkaError:
                     logger.exception("background flush of %s failed", log.dir)
     finally:

@@ -406,12 +406,14 @@ class ProducerStateManager:
                 offsets.append(int(stem))
         return sorted(offsets)
 
-    def take_snapshot(self) -> Path | None:
-        """Write ``<map_end_offset>.snapshot`` unless it exists (Kafka's ``takeSnapshot``)."""
+    def take_snapshot(self, *, sync: bool = True) -> Path | None:
+        """Write ``<map_end_offset>.snapshot`` unless it exists (Kafka's ``takeSnapshot``);
+        returns the new file. Without ``sync`` it is not fsynced (Kafka's
+        ``takeSnapshot(false)`` at roll): the caller fsyncs it later, off the event loop."""
         path = snapshot_file(self.log_dir, self.map_end_offset)
         if path.exists():
             return None
-        write_snapshot(path, self.producers.values())
+        write_snapshot(path, self.producers.values(), sync=sync)
         return path
 
     def load(self, log_end_offset: int, now_ms: int) -> int:
@@ -518,13 +520,16 @@ def decode_snapshot(data: bytes) -> list[ProducerStateEntry]:
     return entries
 
 
-def write_snapshot(path: Path, entries: Iterable[ProducerStateEntry]) -> None:
-    """Write a snapshot file atomically (temp file, fsync, rename)."""
+def write_snapshot(path: Path, entries: Iterable[ProducerStateEntry], *, sync: bool = True) -> None:
+    """Write a snapshot file atomically (temp file, fsync, rename). Without ``sync`` the
+    rename is atomic but not durable: after a power loss the file may be missing, empty
+    or partial, which ``load`` treats as no snapshot (CRC check) and replays the log."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(encode_snapshot(entries))
         f.flush()
-        os.fsync(f.fileno())
+        if sync:
+            os.fsync(f.fileno())
     tmp.replace(path)
 
 

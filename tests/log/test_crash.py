@@ -257,7 +257,7 @@ def run_crash_rounds(broker: BrokerProcess, kills: int, seed: int) -> None:
 def test_sigkill_during_acks_all_produce_loses_no_acknowledged_record(
     broker: BrokerProcess,
 ) -> None:
-    run_crash_rounds(broker, kills=3, seed=random.randrange(1 << 30))
+    run_crash_rounds(broker, kills=10, seed=random.randrange(1 << 30))
 
 
 @pytest.mark.slow

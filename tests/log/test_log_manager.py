@@ -93,6 +93,47 @@ def test_unclean_startup_recovers_torn_tails(tmp_path: Path) -> None:
     assert [r.offset for r in all_records(recovered)] == [0, 1, 2, 3]
 
 
+def _shutdown_cleanly_then_corrupt_the_tail(path: Path) -> tuple[Path, int]:
+    """Three batches, a clean shutdown, then a torn batch header after the last batch."""
+    lm = manager(path)
+    lm.startup(now_ms=0)
+    log = lm.get_or_create_log("t", 0, now_ms=0)
+    for _ in range(3):
+        log.append_as_leader(make_batch(2), 0, now_ms=0)
+    lm.shutdown()
+    assert (path / CLEAN_SHUTDOWN_FILE).exists()
+    segment = log_file(path / "t-0", 0)
+    valid_size = segment.stat().st_size
+    with open(segment, "ab") as f:
+        f.write((6).to_bytes(8, "big") + (500).to_bytes(4, "big") + b"\x00" * 9)
+    return segment, valid_size
+
+
+def test_clean_shutdown_marker_skips_recovery(tmp_path: Path) -> None:
+    """With the marker the tail is not scanned, so the corrupt bytes stay (Kafka trusts a
+    clean shutdown); without it recovery truncates them."""
+    segment, valid_size = _shutdown_cleanly_then_corrupt_the_tail(tmp_path / "clean")
+    clean = manager(tmp_path / "clean")
+    clean.startup(now_ms=0)
+    assert not (tmp_path / "clean" / CLEAN_SHUTDOWN_FILE).exists()  # consumed
+    assert segment.stat().st_size == valid_size + 21  # not recovered: the tail is kept
+    clean_log = clean.get_log("t", 0)
+    assert clean_log is not None
+    assert clean_log.log_end_offset == 6
+    clean.shutdown()
+
+    segment, valid_size = _shutdown_cleanly_then_corrupt_the_tail(tmp_path / "unclean")
+    (tmp_path / "unclean" / CLEAN_SHUTDOWN_FILE).unlink()  # as if the process was killed
+    unclean = manager(tmp_path / "unclean")
+    unclean.startup(now_ms=0)
+    assert segment.stat().st_size == valid_size  # recovered: the torn batch is truncated
+    recovered = unclean.get_log("t", 0)
+    assert recovered is not None
+    assert recovered.log_end_offset == 6
+    assert [r.offset for r in all_records(recovered)] == list(range(6))
+    unclean.shutdown()
+
+
 def test_startup_skips_foreign_dirs_and_finishes_deletions(tmp_path: Path) -> None:
     (tmp_path / "not a partition").mkdir()
     (tmp_path / "__cluster_metadata-0").mkdir()  # owned by the raft layer

@@ -1,5 +1,5 @@
 """Log against a list model: append, read, roll, truncate, reopen, timestamp lookups,
-log start offset moves (DeleteRecords), retention and restarts from checkpoints."""
+log start offset moves (DeleteRecords), retention (size and time) and restarts from checkpoints."""
 
 from __future__ import annotations
 
@@ -158,6 +158,35 @@ class LogStateMachine(RuleBasedStateMachine):
         if retention_bytes >= 0 and len(self.log.segments) > 1:
             # Kafka's rule: the oldest segment stays once deleting it would undershoot
             assert self.log.size_in_bytes - self.log.segments[0].size < retention_bytes
+        self.batches = [b for b in self.batches if b.next_offset > self.log_start_offset]
+        if not self.batches:
+            self.empty_end = self.log.log_end_offset
+
+    @precondition(lambda self: self.log_start_offset == 0)  # the model holds every batch
+    @rule(retention_ms=st.sampled_from([-1, 0, 10, 40]), now_ms=st.integers(0, 120))
+    def retention_by_time(self, retention_ms: int, now_ms: int) -> None:
+        """Kafka's ``retention.ms``: whole segments from the oldest while ``now`` is more
+        than ``retention.ms`` past their largest timestamp, below the high watermark; an
+        empty active segment never goes, a non-empty one is rolled first."""
+        self.log.high_watermark = self.log.log_end_offset
+        segments = list(self.log.segments)
+        expected_start = 0
+        for i, segment in enumerate(segments):
+            last = i == len(segments) - 1
+            upper = self.log_end_offset if last else segments[i + 1].base_offset
+            stamps = [ts for o, _, ts in self.model_records() if segment.base_offset <= o < upper]
+            if retention_ms < 0 or (last and not stamps):
+                break
+            largest = max(stamps) if stamps else segment.largest_timestamp
+            if now_ms - largest <= retention_ms:
+                break
+            expected_start = upper
+        self.log.update_config(replace(CONFIG, retention_ms=retention_ms))
+        self.log.delete_old_segments(now_ms=now_ms)
+        self.log.update_config(CONFIG)
+        assert self.log.log_start_offset == expected_start
+        assert self.log.log_end_offset == self.log_end_offset
+        self.log_start_offset = expected_start
         self.batches = [b for b in self.batches if b.next_offset > self.log_start_offset]
         if not self.batches:
             self.empty_end = self.log.log_end_offset

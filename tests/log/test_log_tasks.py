@@ -201,6 +201,39 @@ async def test_flush_loop_flushes_rolled_segments_and_flush_ms(tmp_path: Path) -
     manager.shutdown()
 
 
+async def test_rolls_never_fsync_on_the_event_loop_and_snapshots_are_synced_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Default flush policy: a roll writes the producer snapshot unsynced (Kafka's
+    ``takeSnapshot(false)``); the flush loop fsyncs it, and the rolled segment, off-loop."""
+    manager = started_manager(tmp_path)
+    log = manager.get_or_create_log("t", 0, now_ms=NOW)
+    trio_thread = threading.get_ident()
+    fsynced: list[tuple[int, str]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        fsynced.append((threading.get_ident(), os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    flusher = FlushCoordinator(clock=lambda: NOW)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(flush_loop, manager, flusher, 10, lambda: NOW)
+        fill(log, 12, timestamp=NOW)  # 400-byte segments: several rolls
+        assert len(log.segments) > 2
+        assert log.flush_files_pending  # snapshots written, not yet fsynced
+        assert not [path for thread, path in fsynced if thread == trio_thread]
+        snapshots = {str(p) for p in (tmp_path / "t-0").glob("*.snapshot")}
+        assert len(snapshots) >= len(log.segments) - 1
+        await eventually(lambda: not log.flush_files_pending)
+        await eventually(lambda: log.recovery_point >= log.active_segment.base_offset)
+        nursery.cancel_scope.cancel()
+    assert not [path for thread, path in fsynced if thread == trio_thread]
+    assert snapshots <= {path for _, path in fsynced}  # each snapshot fsynced off-loop
+    manager.shutdown()
+
+
 async def test_checkpoint_loop_writes_both_checkpoints_on_schedule(tmp_path: Path) -> None:
     manager = started_manager(tmp_path)
     log = manager.get_or_create_log("t", 0, now_ms=NOW)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import struct
 import uuid
 from pathlib import Path
@@ -251,6 +252,42 @@ def test_corrupt_snapshot_is_deleted_and_an_older_one_used(tmp_path: Path) -> No
     log = open_log(tmp_path / "t-0")
     assert not snapshot_file(tmp_path / "t-0", 4).exists()
     assert append(log, batch(2)) == (2, 3)  # replayed from the snapshot at 2
+
+
+def test_roll_snapshot_is_fsynced_by_the_flush_not_the_roll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off-loop flushing: the roll writes the snapshot unsynced (Kafka's
+    ``takeSnapshot(false)``), the next ``flush_snapshot`` carries it; a snapshot torn by a
+    power loss is dropped on open and the state is replayed from the log."""
+    log = open_log(tmp_path / "t-0")
+    log.inline_flush = False
+    append(log, batch(0))
+    synced: list[str] = []
+    monkeypatch.setattr("os.fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")))
+    log.roll()
+    path = snapshot_file(tmp_path / "t-0", 2)
+    assert path.exists()
+    assert synced == []  # nothing fsynced by the roll
+    assert log.flush_files_pending
+    snapshot = log.flush_snapshot(log.active_segment.base_offset)
+    assert snapshot is not None
+    assert snapshot.producer_snapshots == [path]
+    snapshot.fsync()
+    assert str(path) in synced  # the snapshot file ...
+    assert str(tmp_path / "t-0") in synced  # ... and the directory holding its name
+    log.complete_flush(snapshot, now_ms=0)
+    assert not log.flush_files_pending
+    assert log.recovery_point == 2
+    monkeypatch.undo()
+    append(log, batch(2))
+    log.close()
+    snapshot_file(tmp_path / "t-0", 4).unlink()
+    path.write_bytes(path.read_bytes()[:7])  # torn by a power loss
+    log = Log.open(tmp_path / "t-0", LogConfig(), now_ms=0, recover=True, recovery_point=2)
+    assert not path.exists()  # dropped
+    assert append(log, batch(2)) == (2, 3)  # a duplicate: the state was replayed
+    assert error_of(log, batch(6)) == ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER
 
 
 def test_truncation_rebuilds_the_state(tmp_path: Path) -> None:
