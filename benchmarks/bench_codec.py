@@ -138,9 +138,7 @@ def main() -> None:
         encode = per_call_us(
             lambda m=message, v=version, b=body: codec.encode(m, v, b), args.iterations
         )
-        print(
-            f"{name:<38} {first_ms:>8.2f}ms {decode:>8.1f}us {encode:>8.1f}us {len(data):>7}"
-        )
+        print(f"{name:<38} {first_ms:>8.2f}ms {decode:>8.1f}us {encode:>8.1f}us {len(data):>7}")
     print(f"\nimport pykbroker.api.protocol (codec, registry, header): {import_time_ms():.1f} ms")
 
 

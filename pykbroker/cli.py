@@ -48,7 +48,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="set a Kafka config key (repeatable), e.g. --override num.partitions=3",
     )
     serve.add_argument(
-        "--trace", action="store_true", help="log every request and response as a JSON line"
+        "--trace",
+        action="store_true",
+        help="write every request and response as a JSON line on stdout",
     )
     serve.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     fmt = commands.add_parser("format", help="format the log dirs (like kafka-storage.sh format)")
@@ -151,13 +153,17 @@ def serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG_ERROR
     if unknown:
         log.warning("ignoring unknown config keys: %s", ", ".join(sorted(unknown)))
+    if config.pykbroker_trace_requests:  # --trace or pykbroker.trace.requests=true
+        from pykbroker.api.dispatch import install_trace_handler
+
+        install_trace_handler()  # bare JSON lines on stdout, whatever --log-level says
     return run_broker(config)
 
 
 def run_broker(config: object) -> int:
     import trio
 
-    from pykbroker.server.broker import BrokerServer
+    from pykbroker.server.broker import BrokerServer, ListenerError
     from pykbroker.server.storage import StorageError
 
     broker = BrokerServer(config)  # type: ignore[arg-type]
@@ -171,11 +177,11 @@ def run_broker(config: object) -> int:
     storage_errors: list[BaseException] = []
     try:
         trio.run(main_task)
-    except* StorageError as group:  # raised inside the nursery: an exception group
+    except* (StorageError, ListenerError) as group:  # raised in the nursery: an exception group
         storage_errors.extend(group.exceptions)
-    if storage_errors:
+    if storage_errors:  # unusable log dirs, a port in use: one line each, nothing written
         for exc in storage_errors:
-            logging.getLogger("pykbroker").error("%s", exc)
+            _error(f"pykbroker: {exc}")
         return EXIT_CONFIG_ERROR
     logging.getLogger("pykbroker").info("pykbroker stopped")
     return 0

@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TextIO
 
 from .context import BrokerServices, RequestContext
 from .error_responses import error_response as error_response
@@ -39,7 +40,24 @@ from .protocol.header import (
 from .protocol.registry import api_name, request_message, response_message
 
 log = logging.getLogger(__name__)
+#: One JSON object per request and per response when ``pykbroker.trace.requests`` is on.
 trace_log = logging.getLogger("pykbroker.trace")
+
+
+def install_trace_handler(stream: TextIO | None = None) -> logging.Handler:
+    """Make ``pykbroker.trace`` write each trace line as bare JSON to ``stream`` (stdout).
+
+    The handler formats just the message (no time/level prefix), the logger is at INFO
+    whatever the root level (``--log-level WARNING`` does not hide the trace) and does not
+    propagate, so the lines are not duplicated, prefixed, on the root handler.
+    """
+    handler = logging.StreamHandler(sys.stdout if stream is None else stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    trace_log.addHandler(handler)
+    trace_log.setLevel(logging.INFO)
+    trace_log.propagate = False
+    return handler
+
 
 Handler = Callable[[RequestContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 

@@ -1,18 +1,19 @@
 """BrokerServer: wires the components of one pykbroker process and owns its lifetime.
 
-Start-up order (as Kafka's BrokerServer/ControllerServer): format or check the log dirs
-(``meta.properties``; a node of a multi-node quorum must have been formatted with the cluster's
-id, ``pykbroker format``), recover the partition logs, open ``__cluster_metadata-0`` as the
-Raft log, bind the listeners and serve the CONTROLLER one, start the Raft driver (every node
-replays committed metadata records into its image and creates the partitions it hosts),
-register this broker with the active controller and wait until the registration is replayed
-locally (so the image is caught up), load the coordinators, then answer clients on the broker
-listeners and heartbeat to the controller. The replica manager's ISR expiration/AlterPartition
-task and the replica fetchers run in the background from the start (they act on whatever the
-metadata image says). Shutdown: stop accepting, let requests in flight
-finish (bounded by ``controlled.shutdown.timeout.ms``), answer parked fetches, resign Raft
-leadership (EndQuorumEpoch), then flush and close every log and write the clean-shutdown
-marker.
+Start-up order (as Kafka's BrokerServer/ControllerServer): check that every log dir is usable
+and bind the listeners before writing anything (a bad dir or a port in use fails start-up with
+nothing written), format or check the log dirs (``meta.properties``; a node of a multi-node
+quorum must have been formatted with the cluster's id, ``pykbroker format``), recover the
+partition logs, open ``__cluster_metadata-0`` as the Raft log, serve the CONTROLLER listener,
+start the Raft driver (every node replays committed metadata records into its image and
+creates the partitions it hosts), register this broker with the active controller and wait
+until the registration is replayed locally (so the image is caught up), load the coordinators,
+then answer clients on the broker listeners and heartbeat to the controller. The replica
+manager's ISR expiration/AlterPartition task and the replica fetchers run in the background
+from the start (they act on whatever the metadata image says). Shutdown: stop accepting, let
+requests in flight finish (bounded by ``controlled.shutdown.timeout.ms``), answer parked
+fetches, resign Raft leadership (EndQuorumEpoch), then flush and close every log and write the
+clean-shutdown marker.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from .raft_driver import RaftDriver, VoterEndpoint
 from .raft_log import METADATA_PARTITION_DIR, KafkaReplicatedLog
 from .replica_fetcher import ReplicaFetcherConfig, ReplicaFetcherManager
 from .socket_server import ConnectionHandler
-from .storage import ensure_formatted
+from .storage import check_log_dirs, ensure_formatted
 from .txn_wiring import build_transaction_coordinator
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,10 @@ def log_config_factory(config: BrokerConfig) -> Any:
         return LogConfig.from_properties({**defaults, **dict(topic_config)})
 
     return make
+
+
+class ListenerError(RuntimeError):
+    """A listener that cannot be bound (port in use, unknown host): start-up fails."""
 
 
 class BrokerServer:
@@ -128,22 +133,32 @@ class BrokerServer:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Start, serve until ``request_shutdown``, then shut down cleanly."""
         config = self.config
-        self.cluster_id = ensure_formatted(
-            config.log_dirs, config.node_id, require_formatted=config.is_multi_node
-        )
-        log_config_for = log_config_factory(config)
-        log_manager = LogManager(
-            list(config.log_dirs),
-            log_config_for({}),
-            producer_id_expiration_ms=config.producer_id_expiration_ms,
-        )
-        await trio.to_thread.run_sync(log_manager.startup, wall_clock_ms())
-        metadata_dir = config.log_dirs[0]
-        raft_log = await trio.to_thread.run_sync(
-            KafkaReplicatedLog.open, metadata_dir / METADATA_PARTITION_DIR
-        )
+        # Nothing is written before every log dir is known usable and every listener is bound,
+        # so a bad dir or a port in use leaves no half-formatted storage behind.
+        check_log_dirs(config.log_dirs)
+        sockets = await self._open_listeners()
         try:
-            await self._serve(log_manager, raft_log, log_config_for, task_status)
+            self.cluster_id = ensure_formatted(
+                config.log_dirs, config.node_id, require_formatted=config.is_multi_node
+            )
+            log_config_for = log_config_factory(config)
+            log_manager = LogManager(
+                list(config.log_dirs),
+                log_config_for({}),
+                producer_id_expiration_ms=config.producer_id_expiration_ms,
+            )
+            await trio.to_thread.run_sync(log_manager.startup, wall_clock_ms())
+            metadata_dir = config.log_dirs[0]
+            raft_log = await trio.to_thread.run_sync(
+                KafkaReplicatedLog.open, metadata_dir / METADATA_PARTITION_DIR
+            )
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                for listener in sockets[0] + sockets[1]:
+                    await listener.aclose()
+            raise
+        try:
+            await self._serve(sockets, log_manager, raft_log, log_config_for, task_status)
         finally:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(raft_log.close)
@@ -174,13 +189,14 @@ class BrokerServer:
 
     async def _serve(
         self,
+        sockets: tuple[list[trio.SocketListener], list[trio.SocketListener]],
         log_manager: LogManager,
         raft_log: KafkaReplicatedLog,
         log_config_for: Any,
         task_status: Any,
     ) -> None:
         config = self.config
-        controller_sockets, broker_sockets = await self._open_listeners()
+        controller_sockets, broker_sockets = sockets
         controller_bound = next(
             (b for b in self.bound if b.name in config.controller_listener_names), None
         )
@@ -417,7 +433,14 @@ class BrokerServer:
                 len(self.config.listeners) > 1 or "broker" not in self.config.process_roles
             )
             host = listener.host or None
-            socket_listeners = await trio.open_tcp_listeners(listener.port, host=host)
+            try:
+                socket_listeners = await trio.open_tcp_listeners(listener.port, host=host)
+            except OSError as exc:
+                for opened in controller_sockets + broker_sockets:
+                    await opened.aclose()
+                raise ListenerError(
+                    f"cannot bind listener {listener}: {exc.strerror or exc}"
+                ) from exc
             port = socket_listeners[0].socket.getsockname()[1]
             self.bound.append(Listener(listener.name, listener.host, port))
             (controller_sockets if is_controller else broker_sockets).extend(socket_listeners)

@@ -5,8 +5,10 @@ allocation (``socket.request.max.bytes``); requests of one connection are proces
 another, in order (Kafka mutes a channel while its request is in flight), and the responses
 that are ready together are written together in one ``send_all``. Before a request that may
 wait (a long-poll Fetch, JoinGroup, SyncGroup) the responses already made are sent first.
-Idle connections close after ``connections.max.idle.ms``. Nothing a peer sends can take the
-server down: every failure ends at most that one connection, with a log line.
+Idle connections close after ``connections.max.idle.ms``. A connection beyond
+``max.connections`` (all clients) or ``max.connections.per.ip`` is closed as soon as it is
+accepted, with a log line, so excess connections never pile up. Nothing a peer sends can take
+the server down: every failure ends at most that one connection, with a log line.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ class ConnectionHandler:
         self.max_frame_bytes = max_frame_bytes
         self.idle_timeout_s = idle_timeout_s
         self.shutting_down = shutting_down
+        self.max_connections = max_connections
         self.max_connections_per_ip = max_connections_per_ip
-        self._slots = trio.CapacityLimiter(max_connections)
         self.in_flight = 0
         self.connections = 0
         self.per_ip: Counter[str] = Counter()
@@ -69,15 +71,21 @@ class ConnectionHandler:
             )
             await stream.aclose()
             return
+        if self.connections >= self.max_connections:
+            # Kafka's Acceptor stops taking connections at max.connections; a trio listener
+            # has already accepted this one, so it is closed at once instead of parked.
+            log.warning(
+                "closing connection %s from %s: max.connections=%d reached",
+                connection_id,
+                client_host,
+                self.max_connections,
+            )
+            await stream.aclose()
+            return
         self.per_ip[client_host] += 1
+        self.connections += 1
         try:
-            # max.connections: like Kafka's acceptor, wait for a free slot before serving.
-            async with self._slots:
-                self.connections += 1
-                try:
-                    await self._serve(stream, client_host, connection_id)
-                finally:
-                    self.connections -= 1
+            await self._serve(stream, client_host, connection_id)
         except CloseConnection as exc:
             log.warning("closing connection %s from %s: %s", connection_id, client_host, exc)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as exc:
@@ -85,6 +93,7 @@ class ConnectionHandler:
         except Exception:
             log.exception("connection %s from %s failed", connection_id, client_host)
         finally:
+            self.connections -= 1
             self.per_ip[client_host] -= 1
             if not self.per_ip[client_host]:
                 del self.per_ip[client_host]

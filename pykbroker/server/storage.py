@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -17,7 +18,7 @@ META_PROPERTIES = "meta.properties"
 
 
 class StorageError(RuntimeError):
-    """Log directories that do not belong to this node or cluster."""
+    """Log directories that do not belong to this node or cluster, or that are unusable."""
 
 
 def random_kafka_uuid() -> str:
@@ -53,6 +54,31 @@ def read_meta_properties(log_dir: Path) -> dict[str, str]:
     return _read(meta) if meta.exists() else {}
 
 
+def _probe_writable(directory: Path) -> None:
+    """Create and remove a scratch entry in ``directory`` (root ignores permission bits, so
+    only a real attempt tells); an OSError when it cannot be written."""
+    os.rmdir(tempfile.mkdtemp(prefix=".pykbroker-probe-", dir=directory))
+
+
+def check_log_dirs(log_dirs: tuple[Path, ...]) -> None:
+    """Check that every log dir is a writable directory or can be created, writing nothing
+    (probes are removed), so a bad dir fails start-up before any dir is formatted."""
+    for log_dir in log_dirs:
+        existing = log_dir
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            what = "is not a directory" if existing == log_dir else f"{existing} is a file"
+            raise StorageError(f"log dir {log_dir} is unusable: {what}")
+        try:
+            _probe_writable(existing)
+        except OSError as exc:
+            verb = "not writable" if existing == log_dir else "cannot be created"
+            raise StorageError(
+                f"log dir {log_dir} is unusable: {verb} ({exc.strerror or exc})"
+            ) from exc
+
+
 def ensure_formatted(
     log_dirs: tuple[Path, ...],
     node_id: int,
@@ -63,7 +89,9 @@ def ensure_formatted(
     """Create or check ``meta.properties`` in every log dir; return the cluster id.
 
     With ``require_formatted`` (a node of a multi-node quorum) an unformatted directory is an
-    error, as in Kafka: every node must be formatted with the same cluster id first."""
+    error, as in Kafka: every node must be formatted with the same cluster id first. Every dir
+    is checked (``check_log_dirs``) before anything is written."""
+    check_log_dirs(log_dirs)
     found: dict[Path, dict[str, str]] = {}
     for log_dir in log_dirs:
         meta = log_dir / META_PROPERTIES
@@ -92,14 +120,17 @@ def ensure_formatted(
     for log_dir in log_dirs:
         if log_dir in found:
             continue
-        log_dir.mkdir(parents=True, exist_ok=True)
-        _write(
-            log_dir / META_PROPERTIES,
-            {
-                "node.id": str(node_id),
-                "directory.id": random_kafka_uuid(),
-                "version": "1",
-                "cluster.id": chosen,
-            },
-        )
+        try:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            _write(
+                log_dir / META_PROPERTIES,
+                {
+                    "node.id": str(node_id),
+                    "directory.id": random_kafka_uuid(),
+                    "version": "1",
+                    "cluster.id": chosen,
+                },
+            )
+        except OSError as exc:
+            raise StorageError(f"cannot format log dir {log_dir}: {exc}") from exc
     return chosen

@@ -65,16 +65,61 @@ NOT_DECLARED: dict[str, str] = {
 _MEMBER_TYPE = {"name": "MemberType", "type": "int8", "versions": "1+", "default": "-1"}
 
 
+def _fields_of(spec: dict[str, Any], *path: str) -> list[dict[str, Any]]:
+    fields: list[dict[str, Any]] = spec["fields"]
+    for step in path:
+        fields = next(f for f in fields if f["name"] == step)["fields"]
+    return fields
+
+
+def _insert_after(fields: list[dict[str, Any]], after: str, new: dict[str, Any]) -> None:
+    index = next(i for i, f in enumerate(fields) if f["name"] == after)
+    fields.insert(index + 1, dict(new))
+
+
 def _add_member_type(spec: dict[str, Any]) -> None:
-    groups = next(f for f in spec["fields"] if f["name"] == "Groups")
-    members = next(f for f in groups["fields"] if f["name"] == "Members")["fields"]
-    after = next(i for i, f in enumerate(members) if f["name"] == "TargetAssignment")
-    members.insert(after + 1, dict(_MEMBER_TYPE))
+    _insert_after(_fields_of(spec, "Groups", "Members"), "TargetAssignment", _MEMBER_TYPE)
 
 
+def _add_pre_vote(spec: dict[str, Any]) -> None:
+    """KIP-996 / KAFKA-17641 (Kafka 4.0): VoteRequest v2's PartitionData gains PreVote."""
+    pre_vote = {"name": "PreVote", "type": "bool", "versions": "2+"}
+    _insert_after(_fields_of(spec, "Topics", "Partitions"), "LastOffset", pre_vote)
+
+
+def _share_fetch_request_v1(spec: dict[str, Any]) -> None:
+    """Kafka 4.1 ShareFetchRequest v1: MaxRecords, BatchSize; PartitionMaxBytes v0 only."""
+    _insert_after(
+        spec["fields"], "MaxBytes", {"name": "MaxRecords", "type": "int32", "versions": "1+"}
+    )
+    _insert_after(
+        spec["fields"], "MaxRecords", {"name": "BatchSize", "type": "int32", "versions": "1+"}
+    )
+    partition = _fields_of(spec, "Topics", "Partitions")
+    next(f for f in partition if f["name"] == "PartitionMaxBytes")["versions"] = "0"
+
+
+def _share_fetch_response_v1(spec: dict[str, Any]) -> None:
+    """Kafka 4.1 ShareFetchResponse: AcquisitionLockTimeoutMs after the top-level error."""
+    lock = {"name": "AcquisitionLockTimeoutMs", "type": "int32", "versions": "0+"}
+    _insert_after(spec["fields"], "ErrorMessage", lock)
+
+
+#: Kafka 4.1's KIP-932 APIs 76-79 are v1 only ("Version 0 was used for early access of KIP-932
+#: in Apache Kafka 4.0 but removed in Apache Kafka 4.1"); Vote is 0-2 from Kafka 4.0.
 LATER_THAN_SHARED: dict[str, tuple[str, Any]] = {
     "message/ConsumerGroupDescribeRequest.json": ("0-1", None),
     "message/ConsumerGroupDescribeResponse.json": ("0-1", _add_member_type),
+    "message/VoteRequest.json": ("0-2", _add_pre_vote),
+    "message/VoteResponse.json": ("0-2", None),
+    "message/ShareGroupHeartbeatRequest.json": ("1", None),
+    "message/ShareGroupHeartbeatResponse.json": ("1", None),
+    "message/ShareGroupDescribeRequest.json": ("1", None),
+    "message/ShareGroupDescribeResponse.json": ("1", None),
+    "message/ShareFetchRequest.json": ("1", _share_fetch_request_v1),
+    "message/ShareFetchResponse.json": ("1", _share_fetch_response_v1),
+    "message/ShareAcknowledgeRequest.json": ("1", None),
+    "message/ShareAcknowledgeResponse.json": ("1", None),
 }
 
 
@@ -86,6 +131,104 @@ def with_later_versions(rel: str, spec: dict[str, Any]) -> dict[str, Any]:
         if edit is not None:
             edit(spec)
     return spec
+
+
+def _json_field(name: str, kind: str, *children: dict[str, Any], nullable: bool = False) -> Any:
+    field: dict[str, Any] = {"name": name, "type": kind, "versions": "0+"}
+    if nullable:
+        field.update(nullableVersions="0+")
+    if children:
+        field["fields"] = list(children)
+    return field
+
+
+_ERROR_CODE = {"name": "ErrorCode", "type": "int16", "versions": "0+"}
+_ERROR_MESSAGE = {
+    "name": "ErrorMessage", "type": "string", "versions": "0+", "nullableVersions": "0+",
+    "default": "null",
+}  # fmt: skip
+_J = _json_field
+
+#: Kafka 4.1 JSON files that shared/kafka-protocol lacks (KIP-932 share-group offsets admin,
+#: keys 90-92, v0), copied independently of tools/gen_messages.py's LATER_FILES from apache/kafka
+#: clients/src/main/resources/common/message/ (DescribeShareGroupOffsets{Request,Response} at
+#: 09f382cf33d, AlterShareGroupOffsetsRequest at 78bd2bb5362, AlterShareGroupOffsetsResponse at
+#: 31f85dd07b1, DeleteShareGroupOffsetsRequest at 27a9a4a3eae, ...Response at 1caa1ca5699).
+KAFKA_4_1_ONLY: dict[str, dict[str, Any]] = {
+    "4.1/DescribeShareGroupOffsetsRequest.json": {
+        "apiKey": 90, "type": "request", "name": "DescribeShareGroupOffsetsRequest",
+        "validVersions": "0", "flexibleVersions": "0+",
+        "fields": [
+            _J("Groups", "[]DescribeShareGroupOffsetsRequestGroup",
+               _J("GroupId", "string"),
+               _J("Topics", "[]DescribeShareGroupOffsetsRequestTopic",
+                  _J("TopicName", "string"), _J("Partitions", "[]int32"), nullable=True)),
+        ],
+    },
+    "4.1/DescribeShareGroupOffsetsResponse.json": {
+        "apiKey": 90, "type": "response", "name": "DescribeShareGroupOffsetsResponse",
+        "validVersions": "0", "flexibleVersions": "0+",
+        "fields": [
+            _J("ThrottleTimeMs", "int32"),
+            _J("Groups", "[]DescribeShareGroupOffsetsResponseGroup",
+               _J("GroupId", "string"),
+               _J("Topics", "[]DescribeShareGroupOffsetsResponseTopic",
+                  _J("TopicName", "string"), _J("TopicId", "uuid"),
+                  _J("Partitions", "[]DescribeShareGroupOffsetsResponsePartition",
+                     _J("PartitionIndex", "int32"), _J("StartOffset", "int64"),
+                     _J("LeaderEpoch", "int32"), _ERROR_CODE, _ERROR_MESSAGE)),
+               _ERROR_CODE, _ERROR_MESSAGE),
+        ],
+    },
+    "4.1/AlterShareGroupOffsetsRequest.json": {
+        "apiKey": 91, "type": "request", "name": "AlterShareGroupOffsetsRequest",
+        "validVersions": "0", "flexibleVersions": "0+",
+        "fields": [
+            _J("GroupId", "string"),
+            _J("Topics", "[]AlterShareGroupOffsetsRequestTopic",
+               _J("TopicName", "string"),
+               _J("Partitions", "[]AlterShareGroupOffsetsRequestPartition",
+                  _J("PartitionIndex", "int32"), _J("StartOffset", "int64"))),
+        ],
+    },
+    "4.1/AlterShareGroupOffsetsResponse.json": {
+        "apiKey": 91, "type": "response", "name": "AlterShareGroupOffsetsResponse",
+        "validVersions": "0", "flexibleVersions": "0+",
+        "fields": [
+            _J("ThrottleTimeMs", "int32"),
+            _J("Responses", "[]AlterShareGroupOffsetsResponseTopic",
+               _J("TopicName", "string"), _J("TopicId", "uuid"),
+               _J("Partitions", "[]AlterShareGroupOffsetsResponsePartition",
+                  _J("PartitionIndex", "int32"), _ERROR_CODE, _ERROR_MESSAGE)),
+        ],
+    },
+    "4.1/DeleteShareGroupOffsetsRequest.json": {
+        "apiKey": 92, "type": "request", "name": "DeleteShareGroupOffsetsRequest",
+        "validVersions": "0", "flexibleVersions": "0+",
+        "fields": [
+            _J("GroupId", "string"),
+            _J("Topics", "[]DeleteShareGroupOffsetsRequestTopic", _J("TopicName", "string")),
+        ],
+    },
+    "4.1/DeleteShareGroupOffsetsResponse.json": {
+        "apiKey": 92, "type": "response", "name": "DeleteShareGroupOffsetsResponse",
+        "validVersions": "0", "flexibleVersions": "0+",
+        "fields": [
+            _J("ThrottleTimeMs", "int32"), _ERROR_CODE, _ERROR_MESSAGE,
+            _J("Responses", "[]DeleteShareGroupOffsetsResponseTopic",
+               _J("TopicName", "string"), _J("TopicId", "uuid"),
+               _J("Partitions", "[]DeleteShareGroupOffsetsResponsePartition",
+                  _J("PartitionIndex", "int32"), _ERROR_CODE, _ERROR_MESSAGE)),
+        ],
+    },
+}  # fmt: skip
+
+
+def load_spec(rel: str) -> dict[str, Any]:
+    """The Kafka 4.1 JSON of ``rel``: a shared file (with LATER_THAN_SHARED) or KAFKA_4_1_ONLY."""
+    if rel in KAFKA_4_1_ONLY:
+        return json.loads(json.dumps(KAFKA_4_1_ONLY[rel]))
+    return with_later_versions(rel, load_kafka_json(SOURCES[rel]))
 
 
 def load_kafka_json(path: Path) -> dict[str, Any]:
@@ -282,7 +425,7 @@ def _show(value: Any) -> str:
 
 def _params() -> list[Any]:
     params = []
-    for rel in SOURCES:
+    for rel in [*SOURCES, *KAFKA_4_1_ONLY]:
         marks = []
         if rel in NOT_DECLARED:
             marks.append(pytest.mark.xfail(reason=NOT_DECLARED[rel], strict=True))
@@ -292,7 +435,7 @@ def _params() -> list[Any]:
 
 @pytest.mark.parametrize("rel", _params())
 def test_declaration_matches_kafka_json(rel: str) -> None:
-    spec = with_later_versions(rel, load_kafka_json(SOURCES[rel]))
+    spec = load_spec(rel)
     decl = find_declaration(rel, spec)
     assert decl is not None, f"{rel}: no pykbroker declaration of {spec['name']}"
     problems = compare_message(decl, spec)
@@ -302,6 +445,7 @@ def test_declaration_matches_kafka_json(rel: str) -> None:
 def test_every_declaration_comes_from_a_kafka_json_file() -> None:
     declared = {m.name for _, _, m in api_messages()} | {m.name for *_, m in record_messages()}
     in_json = {load_kafka_json(path)["name"] for path in SOURCES.values()}
+    in_json |= {spec["name"] for spec in KAFKA_4_1_ONLY.values()}
     assert declared - in_json == set(), "declarations without a JSON source (stale?)"
 
 

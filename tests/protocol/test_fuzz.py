@@ -1,12 +1,17 @@
-"""Garbage in, ``CodecError`` out: request decoders never raise anything else, and never allocate
-more than the input justifies.
+"""Garbage in, ``CodecError`` out: decoders never raise anything else, and never allocate more
+than the input justifies.
 
-For every request (api_key, version) a fully populated encoding (``support.rich_example``) is
-mutated deterministically (seeded by the case): bit flips, byte inserts/deletes, every
-truncation, extension with junk, and huge or negative length/count prefixes written over every
-position; random byte strings are added too. Each decode must succeed or raise ``CodecError``,
-and the peak memory traced while decoding all of them must stay small. The request header
-decoder gets the same treatment, plus a Hypothesis search over random frames.
+Every decoder is covered: requests and responses of every (api_key, version), and every record
+or data schema (request/response headers, ConsumerProtocolSubscription/Assignment, KRaft
+control and metadata records, group and transaction coordinator records). For each, a fully
+populated encoding (``support.rich_example``) is mutated deterministically (seeded by the
+case): bit flips, byte inserts/deletes, every truncation, extension with junk, and huge or
+negative length/count prefixes written over every position; random byte strings are added too.
+Each decode must succeed or raise ``CodecError``, and the peak memory traced while decoding all
+of them must stay small. Then Hypothesis searches each decoder with ``st.binary()`` and with
+mutations of the valid encoding (bytes overwritten, a cut, junk appended), a few dozen
+examples per case so the whole file stays within seconds. The request header decoder gets the
+same treatment, plus a Hypothesis search over random frames.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pykbroker.api.protocol import codec, header
@@ -29,9 +34,23 @@ from pykbroker.api.protocol.messages.sasl_authenticate import REQUEST as SASL_AU
 from pykbroker.api.protocol.registry import request_message
 from pykbroker.api.protocol.schema import Message
 
-from .support import api_version_cases, rich_example, versions
+from .support import api_version_cases, record_version_cases, rich_example, versions
 
 REQUEST_CASES = list(api_version_cases("request"))
+RESPONSE_CASES = list(api_version_cases("response"))
+RECORD_CASES = list(record_version_cases())
+ALL_CASES = [
+    pytest.param(m, v, id=f"{kind}:{i}")
+    for kind, cases in (
+        ("request", REQUEST_CASES),
+        ("response", RESPONSE_CASES),
+        ("record", RECORD_CASES),
+    )
+    for i, m, v in cases
+]
+
+#: Hypothesis examples per decoder: ~1,400 decoders, so this bounds the file's run time.
+FUZZ_EXAMPLES = 20
 
 #: Peak bytes traced while decoding one case's inputs (each input is at most a few KiB).
 PEAK_LIMIT = 2 * 1024 * 1024
@@ -100,13 +119,8 @@ def run_traced(inputs: list[bytes], decode: Callable[[bytes], Any], what: str) -
     assert peak < PEAK_LIMIT, f"{what}: decoding garbage peaked at {peak} bytes"
 
 
-@pytest.mark.parametrize(
-    ("message", "version"),
-    [pytest.param(m, v, id=i) for i, m, v in REQUEST_CASES],
-)
-def test_request_decoder_raises_only_codec_error_on_mutated_bytes(
-    message: Message, version: int
-) -> None:
+@pytest.mark.parametrize(("message", "version"), ALL_CASES)
+def test_decoder_raises_only_codec_error_on_mutated_bytes(message: Message, version: int) -> None:
     seed = codec.encode(message, version, rich_example(message, version))
     expected = codec.decode(message, version, seed)  # also builds and caches the codec
     what = f"{message.name} v{version}"
@@ -121,6 +135,43 @@ def test_request_decoder_raises_only_codec_error_on_mutated_bytes(
 
     rng = random.Random(what)
     run_traced(list(mutations(seed, rng)), decode, what)
+
+
+def mutated(seed: bytes) -> st.SearchStrategy[bytes]:
+    """A valid encoding with a few bytes overwritten, cut somewhere, and junk appended."""
+    last = max(len(seed) - 1, 0)
+    edits = st.lists(st.tuples(st.integers(0, last), st.integers(0, 255)), max_size=4)
+
+    def apply(parts: tuple[list[tuple[int, int]], int, bytes]) -> bytes:
+        changes, cut, junk = parts
+        data = bytearray(seed)
+        for pos, value in changes:
+            if data:
+                data[pos] = value
+        return bytes(data[:cut]) + junk
+
+    return st.tuples(edits, st.integers(0, len(seed)), st.binary(max_size=8)).map(apply)
+
+
+@pytest.mark.parametrize(("message", "version"), ALL_CASES)
+def test_decoder_raises_only_codec_error_on_hypothesis_bytes(
+    message: Message, version: int
+) -> None:
+    seed = codec.encode(message, version, rich_example(message, version))
+    what = f"{message.name} v{version}"
+
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(data=st.one_of(st.binary(max_size=len(seed) + 16), mutated(seed)))
+    def check(data: bytes) -> None:
+        decode_or_codec_error(lambda b: codec.decode(message, version, b), what, data)
+
+    check()
 
 
 @pytest.mark.parametrize(

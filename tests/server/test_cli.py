@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -100,3 +101,50 @@ def test_signal_shuts_down_gracefully_and_marks_clean_shutdown(
     assert "node.id=1" in meta
     assert (tmp_path / "data" / ".kafka_cleanshutdown").exists()
     assert os.path.isdir(tmp_path / "data" / "__cluster_metadata-0")
+
+
+def _serve_fails(*overrides: str) -> subprocess.CompletedProcess[str]:
+    args = [arg for item in overrides for arg in ("--override", item)]
+    return subprocess.run(
+        [sys.executable, "-m", "pykbroker", "serve", *args],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "ExceptionGroup" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("pykbroker: ")]
+    assert len(errors) == 1, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.mark.parametrize("bad", ["file", "under-a-file", "/proc/nope"])
+def test_unusable_log_dir_exits_2_and_writes_nothing(tmp_path: Path, bad: str) -> None:
+    good = tmp_path / "good"
+    a_file = tmp_path / "afile"
+    a_file.write_text("not a dir")
+    bad_dir = {"file": a_file, "under-a-file": a_file / "sub", "/proc/nope": Path("/proc/nope")}
+    # the usable dir comes first: it must not be formatted before the bad one is noticed
+    result = _serve_fails("listeners=PLAINTEXT://127.0.0.1:0", f"log.dirs={good},{bad_dir[bad]}")
+    _assert_one_line_error(result, str(bad_dir[bad]), "unusable")
+    assert not good.exists()
+    assert a_file.read_text() == "not a dir"
+
+
+def test_listener_port_in_use_exits_2_and_writes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _serve_fails(f"listeners=PLAINTEXT://127.0.0.1:{port}", f"log.dirs={data}")
+    _assert_one_line_error(result, f"127.0.0.1:{port}", "Address already in use")
+    assert not (data / "meta.properties").exists()
+    assert not data.exists()

@@ -3,6 +3,7 @@ connection, for every API served and every version."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -68,3 +69,27 @@ async def test_crashing_handler_answers_unknown_server_error_and_keeps_the_conne
         )
         assert versions["error_code"] == ErrorCode.NO_ERROR
         await client.aclose()
+
+
+async def test_unknown_server_error_is_logged_with_api_version_and_correlation_id(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(ctx: Any, request: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("boom in handler")
+
+    caplog.set_level(logging.ERROR, logger="pykbroker.api.dispatch")
+    monkeypatch.setitem(dispatch.HANDLERS, 3, broken)
+    async with serve() as broker:
+        client = await WireClient.connect(broker.bootstrap_servers)
+        for _ in range(3):  # correlation ids 1, 2, 3
+            correlation_id = await client.send(3, 12, {"topics": None})
+            await client.receive(3, 12, correlation_id)
+        await client.aclose()
+    records = [r for r in caplog.records if r.name == "pykbroker.api.dispatch"]
+    assert len(records) == 3
+    line = records[-1].getMessage()
+    assert "Metadata v12" in line
+    assert "correlation id 3" in line
+    assert "client 'test'" in line
+    assert records[-1].exc_info is not None
+    assert "boom in handler" in str(records[-1].exc_info[1])

@@ -10,7 +10,7 @@ from pykbroker.api.protocol.schema import F, M
 REQUEST = M(
     "ShareAcknowledgeRequest",
     "request",
-    "0",
+    "1",
     "0+",
     F("group_id", "string", "0+", nullable="0+", default=None),
     F("member_id", "string", "0+", nullable="0+"),
@@ -41,7 +41,7 @@ REQUEST = M(
 RESPONSE = M(
     "ShareAcknowledgeResponse",
     "response",
-    "0",
+    "1",
     "0+",
     F("throttle_time_ms", "int32", "0+"),
     F("error_code", "int16", "0+"),

@@ -10,7 +10,7 @@ from pykbroker.api.protocol.schema import F, M
 REQUEST = M(
     "ShareFetchRequest",
     "request",
-    "0",
+    "1",
     "0+",
     F("group_id", "string", "0+", nullable="0+", default=None),
     F("member_id", "string", "0+", nullable="0+"),
@@ -18,6 +18,8 @@ REQUEST = M(
     F("max_wait_ms", "int32", "0+"),
     F("min_bytes", "int32", "0+"),
     F("max_bytes", "int32", "0+", default=2147483647),
+    F("max_records", "int32", "1+"),
+    F("batch_size", "int32", "1+"),
     F(
         "topics",
         "[]FetchTopic",
@@ -28,7 +30,7 @@ REQUEST = M(
             "[]FetchPartition",
             "0+",
             F("partition_index", "int32", "0+"),
-            F("partition_max_bytes", "int32", "0+"),
+            F("partition_max_bytes", "int32", "0"),
             F(
                 "acknowledgement_batches",
                 "[]AcknowledgementBatch",
@@ -52,11 +54,12 @@ REQUEST = M(
 RESPONSE = M(
     "ShareFetchResponse",
     "response",
-    "0",
+    "1",
     "0+",
     F("throttle_time_ms", "int32", "0+"),
     F("error_code", "int16", "0+"),
     F("error_message", "string", "0+", nullable="0+", default=None),
+    F("acquisition_lock_timeout_ms", "int32", "0+"),
     F(
         "responses",
         "[]ShareFetchableTopicResponse",

@@ -10,7 +10,7 @@ from pykbroker.api.protocol.schema import F, M
 REQUEST = M(
     "ShareGroupDescribeRequest",
     "request",
-    "0",
+    "1",
     "0+",
     F("group_ids", "[]string", "0+"),
     F("include_authorized_operations", "bool", "0+"),
@@ -20,7 +20,7 @@ REQUEST = M(
 RESPONSE = M(
     "ShareGroupDescribeResponse",
     "response",
-    "0",
+    "1",
     "0+",
     F("throttle_time_ms", "int32", "0+"),
     F(

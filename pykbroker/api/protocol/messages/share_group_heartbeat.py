@@ -10,7 +10,7 @@ from pykbroker.api.protocol.schema import F, M
 REQUEST = M(
     "ShareGroupHeartbeatRequest",
     "request",
-    "0",
+    "1",
     "0+",
     F("group_id", "string", "0+"),
     F("member_id", "string", "0+"),
@@ -23,7 +23,7 @@ REQUEST = M(
 RESPONSE = M(
     "ShareGroupHeartbeatResponse",
     "response",
-    "0",
+    "1",
     "0+",
     F("throttle_time_ms", "int32", "0+"),
     F("error_code", "int16", "0+"),

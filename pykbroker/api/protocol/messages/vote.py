@@ -10,7 +10,7 @@ from pykbroker.api.protocol.schema import F, M
 REQUEST = M(
     "VoteRequest",
     "request",
-    "0-1",
+    "0-2",
     "0+",
     F("cluster_id", "string", "0+", nullable="0+", default=None),
     F("voter_id", "int32", "1+", default=-1),
@@ -30,6 +30,7 @@ REQUEST = M(
             F("voter_directory_id", "uuid", "1+"),
             F("last_offset_epoch", "int32", "0+"),
             F("last_offset", "int64", "0+"),
+            F("pre_vote", "bool", "2+"),
         ),
     ),
     api_key=52,
@@ -38,7 +39,7 @@ REQUEST = M(
 RESPONSE = M(
     "VoteResponse",
     "response",
-    "0-1",
+    "0-2",
     "0+",
     F("error_code", "int16", "0+"),
     F(
