@@ -31,9 +31,30 @@ _MIRRORS: dict[int, list[tuple[str, str, dict[str, str]]]] = {
     23: [("topics", "topics", {"topic": "topic"})],
     24: [("v3_and_below_topics", "results_by_topic_v3_and_below", {"name": "name"})],
     28: [("topics", "topics", {"name": "name"})],
+    32: [
+        (
+            "resources",
+            "results",
+            {"resource_type": "resource_type", "resource_name": "resource_name"},
+        )
+    ],
+    33: [
+        (
+            "resources",
+            "responses",
+            {"resource_type": "resource_type", "resource_name": "resource_name"},
+        )
+    ],
     37: [("topics", "results", {"name": "name"})],
     42: [("groups_names", "results", {"": "group_id"})],
     43: [("topic_partitions", "replica_election_results", {"topic": "topic"})],
+    44: [
+        (
+            "resources",
+            "responses",
+            {"resource_type": "resource_type", "resource_name": "resource_name"},
+        )
+    ],
     61: [("topics", "topics", {"name": "name"})],
     65: [("transactional_ids", "transaction_states", {"": "transactional_id"})],
     69: [("group_ids", "groups", {"": "group_id"})],

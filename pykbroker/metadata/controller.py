@@ -12,11 +12,12 @@ per module:
   ``replica_placement``.
 - ``replication_control``: AlterPartition, ElectLeaders, the automatic leader rebalance;
   elections by ``partition_change`` / ``leader_election``.
+- ``config_control``: IncrementalAlterConfigs and AlterConfigs (ConfigRecords for topics and
+  brokers).
 - here: producer id blocks (AllocateProducerIds) and the background task that heartbeats,
   fences silent brokers and rebalances leaders.
 
-Not implemented: controlled shutdown, IncrementalAlterConfigs, reassignments, ELR, racks in
-placement, snapshots of the metadata log.
+Not implemented: controlled shutdown, reassignments, ELR, racks in placement.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 
 from . import schemas
 from .broker_lifecycle import BrokerLifecycleControl
+from .config_control import AlterConfigOp, AlterConfigsResource, AlterConfigsResult, ConfigControl
 from .controller_base import METADATA_VERSION, ZERO_UUID, ControllerChannel, MetadataRaft
 from .partition_change import NO_LEADER
 from .records import record
@@ -60,6 +62,9 @@ __all__ = [
     "NO_LEADER",
     "TOPIC_CONFIG_KEYS",
     "ZERO_UUID",
+    "AlterConfigOp",
+    "AlterConfigsResource",
+    "AlterConfigsResult",
     "AlterPartitionItem",
     "AlterPartitionResult",
     "ControllerChannel",
@@ -78,7 +83,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class QuorumController(TopicControl, BrokerLifecycleControl, ReplicationControl):
+class QuorumController(TopicControl, BrokerLifecycleControl, ReplicationControl, ConfigControl):
     """This node's controller: active when it leads the Raft quorum, forwarding otherwise."""
 
     async def allocate_producer_ids(self, block_size: int) -> int:

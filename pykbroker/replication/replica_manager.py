@@ -48,6 +48,7 @@ from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.log.log import LogConfig
 from pykbroker.log.log_manager import LogManager
 from pykbroker.log.record_batch import AppendOrigin
+from pykbroker.metadata.config_control import dynamic_topic_defaults
 from pykbroker.metadata.image import MetadataImage
 
 from .partition import Partition, PendingIsr
@@ -169,8 +170,10 @@ class ReplicaManager:
             if topic_id not in new.topics_by_id:
                 for index in topic.partitions:
                     self._remove_partition((topic.name, index))
+        # Dynamic broker configs (Kafka's DynamicLogConfig) are the defaults under topic overrides.
+        defaults = dynamic_topic_defaults(new, self.node_id)
         for topic in new.topics.values():
-            config = self._log_config_for(new.topic_config(topic.name))
+            config = self._log_config_for({**defaults, **new.topic_config(topic.name)})
             for index, registration in topic.partitions.items():
                 if self.node_id not in registration.replicas:
                     continue
@@ -213,8 +216,11 @@ class ReplicaManager:
         return self._image
 
     def min_insync_replicas_for(self, topic: str) -> int:
-        """``min.insync.replicas``: the topic's config, else the broker's."""
+        """``min.insync.replicas``: the topic's config, else the dynamic broker config, else the
+        broker's static one."""
         value = self._image.topic_config(topic).get("min.insync.replicas")
+        if value is None:
+            value = dynamic_topic_defaults(self._image, self.node_id).get("min.insync.replicas")
         try:
             return int(value) if value is not None else self.min_insync_replicas
         except ValueError:

@@ -14,6 +14,7 @@ from typing import Any
 _MODULES = (
     "add_offsets_to_txn",
     "add_partitions_to_txn",
+    "alter_configs",
     "api_versions",
     "consumer_group_describe",
     "consumer_group_heartbeat",
@@ -23,6 +24,7 @@ _MODULES = (
     "delete_records",
     "delete_topics",
     "describe_cluster",
+    "describe_configs",
     "describe_groups",
     "describe_producers",
     "describe_quorum",
@@ -32,6 +34,7 @@ _MODULES = (
     "fetch",
     "find_coordinator",
     "heartbeat",
+    "incremental_alter_configs",
     "init_producer_id",
     "join_group",
     "leave_group",
