@@ -236,6 +236,10 @@ class BrokerConfig:
     controller_quorum_fetch_timeout_ms: int = 2000
     controller_quorum_election_backoff_max_ms: int = 1000
     controller_quorum_request_timeout_ms: int = 2000
+    metadata_log_max_record_bytes_between_snapshots: int = 20_971_520
+    metadata_log_max_snapshot_interval_ms: int = 3_600_000
+    metadata_max_retention_bytes: int = 104_857_600
+    metadata_max_retention_ms: int = 604_800_000
     broker_heartbeat_interval_ms: int = 2000
     broker_session_timeout_ms: int = 9000
     connections_max_idle_ms: int = 600_000
@@ -414,6 +418,10 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "controller.quorum.fetch.timeout.ms": _int(1),
     "controller.quorum.election.backoff.max.ms": _int(1),
     "controller.quorum.request.timeout.ms": _int(1),
+    "metadata.log.max.record.bytes.between.snapshots": _int(1),
+    "metadata.log.max.snapshot.interval.ms": _int(0),
+    "metadata.max.retention.bytes": _int(-1),
+    "metadata.max.retention.ms": _int(-1),
     "broker.heartbeat.interval.ms": _int(1),
     "broker.session.timeout.ms": _int(1),
     "max.connections": _int(1, 2**31 - 1),

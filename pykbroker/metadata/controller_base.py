@@ -9,6 +9,12 @@ a new immutable ``MetadataImage`` (``handle_commit``) and publishes it to listen
 is not the active controller forwards an operation to the active one's CONTROLLER listener
 (``_forward`` over a ``ControllerChannel``), retrying while the answer is NOT_CONTROLLER.
 
+Snapshots (KIP-630, Kafka's ``MetadataLoader`` + ``SnapshotGenerator``): a node starts from the
+latest snapshot (``handle_load_snapshot``, before the log after it is replayed) and reloads from
+one the leader sent it over FetchSnapshot, publishing old -> new image to the listeners like a
+commit. Every node writes its own snapshot of the committed image (``snapshot.write_snapshot``)
+once ``snapshot_policy`` says so, counted from the metadata log's bytes since the last one.
+
 The concerns built on this live in their own modules: ``broker_lifecycle`` (registration,
 heartbeats, fencing), ``topic_control`` (CreateTopics, CreatePartitions, DeleteTopics),
 ``replication_control`` (leader election, AlterPartition, ElectLeaders, leader rebalance);
@@ -26,12 +32,13 @@ from typing import Any, Protocol
 import trio
 
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
-from pykbroker.raft import LeaderAndEpoch, NotLeaderError
+from pykbroker.raft import LeaderAndEpoch, NotLeaderError, SnapshotId
 
 from .image import MetadataImage
 from .metadata_log import MetadataLog, encode
 from .records import MetadataRecord
 from .replica_placement import StripedReplicaPlacer
+from .snapshot import SnapshotFormatError, SnapshotPolicy, load_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +119,12 @@ class ControllerBase:
         self._heartbeats: dict[int, int] = {}
         self.incarnation_id = uuid.uuid4()
         self.broker_epoch = -1
+        #: When to write the next metadata snapshot (``metadata.log.max.*`` settings).
+        self.snapshot_policy = SnapshotPolicy()
+        self._last_snapshot_ms = clock()
+        self._last_snapshot_end = metadata_log.start_offset
+        #: Log size when the last snapshot was written or loaded (0: count the whole log).
+        self._bytes_at_last_snapshot = 0
 
     # --- state --------------------------------------------------------------------------
 
@@ -183,6 +196,7 @@ class ControllerBase:
                     listener(old, self.image)
                 except Exception:
                     log.exception("metadata listener failed at offset %d", high_watermark - 1)
+        self._maybe_snapshot()
         if self.is_active and not was_active:
             now = self._clock()
             self._heartbeats = dict.fromkeys(self.image.brokers, now)
@@ -193,6 +207,63 @@ class ControllerBase:
                 high_watermark,
             )
         self._wake()
+
+    def handle_load_snapshot(self, snapshot_id: SnapshotId, data: bytes) -> None:
+        """Replace the image with the snapshot of every record below ``snapshot_id.offset``
+        (on start, or installed from the leader); the log after it is replayed on commit."""
+        if self.image.offset >= snapshot_id.offset - 1:
+            return  # the image already covers it
+        try:
+            image = load_snapshot(data, snapshot_id.offset)
+        except SnapshotFormatError:
+            log.exception("cannot load metadata snapshot %s", snapshot_id)
+            return
+        was_active = self.is_active
+        old = self.image
+        self.image = image
+        self._applied_end = max(self._applied_end, snapshot_id.offset)
+        self._leader_image = None
+        self._last_snapshot_end = snapshot_id.offset
+        self._last_snapshot_ms = self._clock()
+        self._bytes_at_last_snapshot = self._metadata_log_bytes()
+        log.info("node %d loaded the metadata image from snapshot %s", self.node_id, snapshot_id)
+        for listener in self._listeners:
+            try:
+                listener(old, image)
+            except Exception:
+                log.exception("metadata listener failed on snapshot %s", snapshot_id)
+        if self.is_active and not was_active:
+            self._heartbeats = dict.fromkeys(self.image.brokers, self._clock())
+        self._wake()
+
+    def _metadata_log_bytes(self) -> int:
+        size: int = self.metadata_log.log.size_in_bytes
+        return size
+
+    def _maybe_snapshot(self) -> None:
+        """Write a snapshot of the committed image when ``snapshot_policy`` says it is due
+        (Kafka's ``SnapshotGenerator.maybeEmit``)."""
+        create = getattr(self.raft, "create_snapshot", None)
+        if create is None or self._applied_end <= self._last_snapshot_end:
+            return
+        size = self._metadata_log_bytes()
+        if size < self._bytes_at_last_snapshot:  # the log was cleaned meanwhile
+            self._bytes_at_last_snapshot = size
+        now = self._clock()
+        if not self.snapshot_policy.due(
+            size - self._bytes_at_last_snapshot, now - self._last_snapshot_ms
+        ):
+            return
+        end = self._applied_end
+        data = write_snapshot(self.image, self.raft.leader_and_epoch.epoch, now)
+        try:
+            create(end, data)
+        except ValueError as exc:  # not a batch boundary, or not committed: try later
+            log.warning("node %d: no metadata snapshot at %d: %s", self.node_id, end, exc)
+            return
+        self._last_snapshot_end = end
+        self._last_snapshot_ms = now
+        self._bytes_at_last_snapshot = self._metadata_log_bytes()
 
     def handle_leader_change(self, leader: LeaderAndEpoch) -> None:
         self._leader_image = None

@@ -70,6 +70,10 @@ class TopicImage:
     partitions: Mapping[int, PartitionRegistration]
 
 
+#: A RegisterBrokerRecord end point: listener name, host, port, security protocol id.
+BrokerEndpoint = tuple[str, str, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerRegistration:
     """A registered broker and whether it is fenced."""
@@ -82,6 +86,9 @@ class BrokerRegistration:
     #: The broker epoch (the offset of its RegisterBrokerRecord, as Kafka assigns it).
     epoch: int = -1
     incarnation_id: uuid.UUID = _ZERO_UUID
+    #: Every listener it registered, ``(name, host, port, security protocol)`` (``host`` and
+    #: ``port`` above are the first one's), so a metadata snapshot can write them back.
+    endpoints: tuple[BrokerEndpoint, ...] = ()
 
 
 TOPIC_RESOURCE = 2
@@ -183,6 +190,7 @@ class MetadataDelta:
                 bool(data["fenced"]),
                 data["broker_epoch"],
                 data["incarnation_id"],
+                tuple((e["name"], e["host"], e["port"], e["security_protocol"]) for e in endpoints),
             )
         elif message is schemas.FENCE_BROKER_RECORD:
             self._set_fenced(data["id"], data["epoch"], True)

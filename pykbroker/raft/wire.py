@@ -6,10 +6,11 @@ message names one partition, ``__cluster_metadata-0`` (Fetch v13+ names it by it
 ``codec.encode(declaration(body).REQUEST/RESPONSE, version, dict)``; ``request_from_wire`` /
 ``response_from_wire`` take ``codec.decode`` output.
 
-Versions: Vote v0-1, BeginQuorumEpoch v0-1, EndQuorumEpoch v0-1, Fetch v13-18, FetchSnapshot
-v0-1. Vote v0-1 cannot say "pre-vote": ``to_wire`` raises ``UnsupportedVersionError`` for a
-pre-vote, and the driver answers it locally with ``VoteResponse(UNSUPPORTED_VERSION)``, on
-which the prospective node runs a standard election (KIP-996 compatibility).
+Versions: Vote v0-2, BeginQuorumEpoch v0-1, EndQuorumEpoch v0-1, Fetch v13-18, FetchSnapshot
+v0-1. Only Vote v2 can say "pre-vote" (KIP-996): ``to_wire`` raises ``UnsupportedVersionError``
+for a pre-vote below v2 (Kafka's ``VoteRequest.Builder``), and the driver answers it locally
+with ``VoteResponse(UNSUPPORTED_VERSION)``, on which the prospective node runs a standard
+election (KIP-996 compatibility).
 
 Invariant: ``x_from_wire(to_wire(x, v))`` returns ``x`` for every field version ``v`` carries.
 """
@@ -65,7 +66,7 @@ TOP_LEVEL_ERRORS = frozenset(
 
 #: api key, request declaration, response declaration, (lowest, highest) version supported.
 _APIS: dict[type, tuple[int, Message, Message, tuple[int, int]]] = {
-    VoteRequest: (52, vote.REQUEST, vote.RESPONSE, (0, 1)),
+    VoteRequest: (52, vote.REQUEST, vote.RESPONSE, (0, 2)),
     BeginQuorumEpochRequest: (
         53,
         begin_quorum_epoch.REQUEST,
@@ -159,6 +160,8 @@ def to_wire(
             "last_offset_epoch": body.last_offset_epoch,
             "last_offset": body.last_offset,
         }
+        if version >= 2:
+            partition["pre_vote"] = body.pre_vote
         return {
             "cluster_id": body.cluster_id,
             "voter_id": body.voter_id,
@@ -309,7 +312,7 @@ def request_from_wire(api_key_: int, version: int, data: dict[str, Any]) -> Raft
             candidate_id=p["candidate_id"],
             last_offset_epoch=p["last_offset_epoch"],
             last_offset=p["last_offset"],
-            pre_vote=bool(data.get("pre_vote", p.get("pre_vote", False))),
+            pre_vote=bool(p.get("pre_vote", False)) if version >= 2 else False,
             voter_id=data["voter_id"],
         )
     if api_key_ == 53:

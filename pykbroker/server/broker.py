@@ -42,6 +42,7 @@ from pykbroker.log.log_tasks import (
 )
 from pykbroker.metadata.controller import QuorumController
 from pykbroker.metadata.metadata_log import MetadataLog
+from pykbroker.metadata.snapshot import SnapshotPolicy
 from pykbroker.raft import NotLeaderError, QuorumConfig
 from pykbroker.replication.replica_manager import ReplicaManager
 
@@ -49,7 +50,7 @@ from .controller_apis import CONTROLLER_HANDLERS, CONTROLLER_SUPPORTED
 from .controller_channel import ControllerChannel
 from .group_wiring import build_group_coordinator
 from .quorum_state_store import FileQuorumStateStore
-from .raft_driver import RaftDriver, VoterEndpoint
+from .raft_driver import MetadataLogRetention, RaftDriver, VoterEndpoint
 from .raft_log import METADATA_PARTITION_DIR, KafkaReplicatedLog
 from .replica_fetcher import ReplicaFetcherConfig, ReplicaFetcherManager
 from .socket_server import ConnectionHandler
@@ -176,7 +177,6 @@ class BrokerServer:
             ),
             controller_quorum_request_timeout_ms=config.controller_quorum_request_timeout_ms,
             fetch_max_wait_ms=min(500, config.controller_quorum_request_timeout_ms // 2),
-            pre_vote_enabled=False,
         )
 
     def _voters(self) -> dict[int, VoterEndpoint]:
@@ -213,6 +213,9 @@ class BrokerServer:
                 if controller_bound is not None
                 else None
             ),
+            retention=MetadataLogRetention(
+                config.metadata_max_retention_bytes, config.metadata_max_retention_ms
+            ),
         )
         channel = ControllerChannel(driver, node_id=config.node_id)
         controller = QuorumController(
@@ -230,6 +233,10 @@ class BrokerServer:
             leader_imbalance_check_interval_ms=(
                 config.leader_imbalance_check_interval_seconds * 1000
             ),
+        )
+        controller.snapshot_policy = SnapshotPolicy(
+            config.metadata_log_max_record_bytes_between_snapshots,
+            config.metadata_log_max_snapshot_interval_ms,
         )
         driver.add_listener(controller)
         replica_manager = ReplicaManager(

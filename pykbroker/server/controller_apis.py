@@ -1,17 +1,19 @@
 """The KRaft CONTROLLER listener's APIs (what Kafka's ``ControllerApis`` serves).
 
 A listener named in ``controller.listener.names`` serves only: ApiVersions (listing exactly these
-APIs), the Raft RPCs -- Vote (v0-1), BeginQuorumEpoch (v0-1), EndQuorumEpoch (v0-1), Fetch (v13-18,
-of ``__cluster_metadata-0`` only) and FetchSnapshot (v0-1), handed to the ``RaftDriver`` -- and the
+APIs), the Raft RPCs -- Vote (v0-2; v2 carries KIP-996's PreVote), BeginQuorumEpoch (v0-1),
+EndQuorumEpoch (v0-1), Fetch (v13-18, of ``__cluster_metadata-0`` only) and FetchSnapshot (v0-1),
+handed to the ``RaftDriver`` -- and the
 controller RPCs brokers send to the active controller: DescribeQuorum, BrokerRegistration (v0-4),
 BrokerHeartbeat (v0-1), CreateTopics (v2-7), DeleteTopics (v1-6), CreatePartitions (v0-3),
-AllocateProducerIds (v0), AlterPartition (v2-3, as Kafka 4.x: topic ids; v2 ISRs carry no
-broker epochs), ElectLeaders (v0-2) and UnregisterBroker (v0). A node that is not the Raft
-leader answers the controller RPCs with NOT_CONTROLLER, as Kafka's controller does; the
-broker's ``ControllerChannel`` then retries with the new leader.
+AlterConfigs (v0-2), IncrementalAlterConfigs (v0-1), AllocateProducerIds (v0), AlterPartition
+(v2-3, as Kafka 4.x: topic ids; v2 ISRs carry no broker epochs), ElectLeaders (v0-2) and
+UnregisterBroker (v0). A node that is not the Raft leader answers the controller RPCs with
+NOT_CONTROLLER, as Kafka's controller does; the broker's ``ControllerChannel`` then retries with
+the new leader.
 
-Not served here (Kafka's controller has them): IncrementalAlterConfigs,
-AddRaftVoter/RemoveRaftVoter (KIP-853), Envelope.
+Not served here (Kafka's controller has them): DescribeConfigs, AddRaftVoter/RemoveRaftVoter
+(KIP-853), Envelope.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from typing import Any
 from pykbroker.api.context import RequestContext
 from pykbroker.api.error_responses import error_response
 from pykbroker.api.handlers import (
+    alter_configs,
     api_versions,
     create_partitions,
     create_topics,
     delete_topics,
     elect_leaders,
+    incremental_alter_configs,
     unregister_broker,
 )
 from pykbroker.api.handlers.describe_quorum import describe_quorum_locally
@@ -242,6 +246,10 @@ CONTROLLER_HANDLERS: dict[int, Handler] = {
     ApiKey.ALTER_PARTITION: _controller_only(handle_alter_partition, ApiKey.ALTER_PARTITION),
     ApiKey.ELECT_LEADERS: _controller_only(elect_leaders.handle, ApiKey.ELECT_LEADERS),
     ApiKey.UNREGISTER_BROKER: _controller_only(unregister_broker.handle, ApiKey.UNREGISTER_BROKER),
+    ApiKey.ALTER_CONFIGS: _controller_only(alter_configs.handle_forwarded, ApiKey.ALTER_CONFIGS),
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: _controller_only(
+        incremental_alter_configs.handle_forwarded, ApiKey.INCREMENTAL_ALTER_CONFIGS
+    ),
 }
 CONTROLLER_HANDLERS.update({key: _raft_handler(key) for key in _RAFT_APIS})
 
@@ -258,5 +266,7 @@ CONTROLLER_SUPPORTED: dict[int, tuple[int, int]] = {
     ApiKey.ALTER_PARTITION: (2, 3),
     ApiKey.ELECT_LEADERS: (0, 2),
     ApiKey.UNREGISTER_BROKER: (0, 0),
+    ApiKey.ALTER_CONFIGS: (0, 2),
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: (0, 1),
     **{key: wire.version_range(key) for key in _RAFT_APIS},
 }

@@ -7,17 +7,30 @@ for, in ``RaftOutput``'s order, synchronously on the trio thread so no other ste
 between: (1) write ``quorum-state``, (2) fsync the log, (3) send the messages, (4) publish the
 high watermark and the leader to the listener (the metadata layer), which only then reads the
 committed records. Outbound requests go to the voters' CONTROLLER endpoints
-(``controller.quorum.voters``) over ``NodeConnection`` with the KRaft RPCs on the wire (Vote v1,
-BeginQuorumEpoch v1, EndQuorumEpoch v1, Fetch v17, FetchSnapshot v1); a request that fails on the
-network is answered locally with ``BROKER_NOT_AVAILABLE`` (as Kafka's network channel does), so
-the replica backs off and retries. Inbound requests arrive from the CONTROLLER listener's
-handlers (``handle_request``) and wait for the replica's response (a Fetch may be parked up to
-its ``max_wait_ms``). A timer task ticks the replica at ``RaftOutput.next_tick_ms``.
+(``controller.quorum.voters``) over ``NodeConnection`` with the KRaft RPCs on the wire (Vote v2,
+BeginQuorumEpoch v1, EndQuorumEpoch v1, Fetch v17, FetchSnapshot v1), each at the highest version
+both sides support: as Kafka's ``NetworkClient``, the driver asks a peer for its ApiVersions once
+per connection. A request the peer cannot take at any common version -- a pre-vote to a voter
+without Vote v2 -- is answered locally with ``UNSUPPORTED_VERSION`` (Kafka's
+``VoteRequest.Builder`` + ``KafkaNetworkChannel``), on which a Prospective node runs a standard
+election; a request that fails on the network is answered locally with ``BROKER_NOT_AVAILABLE``
+(as Kafka's network channel does), so the replica backs off and retries. Inbound requests
+arrive from the CONTROLLER listener's handlers (``handle_request``) and wait for the replica's
+response (a Fetch may be parked up to its ``max_wait_ms``). A timer task ticks the replica at
+``RaftOutput.next_tick_ms``.
 
-Not implemented: metadata snapshots are never generated (``create_snapshot`` is not called), so
-a follower never needs to install one; if it ever receives one, the install is logged and the
-metadata layer is not reloaded from it. Pre-vote (KIP-996) needs Vote v2, which the wire layer
-does not convert: the driver runs KIP-595 elections (``pre_vote_enabled=False``).
+Pre-vote (KIP-996) is on by default (``QuorumConfig.pre_vote_enabled``, as Kafka 4.x always
+does): a voter whose fetch timer expires first asks for pre-votes in its current epoch and only
+bumps the epoch once a majority would vote for it, so a partitioned or restarted voter rejoins
+without disrupting the leader.
+
+Snapshots (KIP-630): listeners that have ``handle_load_snapshot(snapshot_id, data)`` (Kafka's
+``Listener.handleLoadSnapshot``) hear the latest snapshot on start, before any commit, and every
+snapshot installed from the leader over FetchSnapshot, before the high watermark that follows
+it. ``create_snapshot`` stores the metadata layer's snapshot of the committed prefix (it decides
+when, ``metadata.log.max.record.bytes.between.snapshots`` / ``...snapshot.interval.ms``); then,
+and once a minute, ``KafkaReplicatedLog.maybe_clean`` deletes the log and snapshots before a
+newer snapshot per ``metadata.max.retention.bytes`` / ``.ms`` (``MetadataLogRetention``).
 """
 
 from __future__ import annotations
@@ -50,6 +63,7 @@ from pykbroker.raft import (
     RaftReplica,
     RaftRequest,
     RaftResponse,
+    SnapshotId,
     VoteRequest,
     VoteResponse,
     wire,
@@ -62,10 +76,14 @@ from .raft_log import KafkaReplicatedLog
 
 log = logging.getLogger(__name__)
 
-#: The version of each raft API this driver sends (Kafka 4.1 sends the newest it has).
-OUTBOUND_VERSIONS: dict[int, int] = {52: 1, 53: 1, 54: 1, 1: 17, 59: 1}
+#: The version of each raft API this driver sends at most (Kafka 4.1 sends the newest both sides
+#: support, so Vote v2 -- with PreVote -- to 4.x voters).
+OUTBOUND_VERSIONS: dict[int, int] = {52: 2, 53: 1, 54: 1, 1: 17, 59: 1}
+API_VERSIONS_KEY = 18
 #: Without a timer the driver still ticks this often (ms).
 _IDLE_TICK_MS = 1000
+#: How often the log is checked against the retention settings besides after a snapshot.
+_CLEAN_INTERVAL_MS = 60_000
 
 
 class RaftListener(Protocol):
@@ -78,6 +96,16 @@ class RaftListener(Protocol):
     def handle_leader_change(self, leader: LeaderAndEpoch) -> None:
         """The quorum's leader or epoch changed."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataLogRetention:
+    """How much metadata log (and how many snapshots) is kept before the latest snapshot:
+    ``metadata.max.retention.bytes`` (< 1: unlimited) and ``metadata.max.retention.ms``
+    (< 0: unlimited); Kafka's defaults."""
+
+    max_bytes: int = 104_857_600
+    max_ms: int = 604_800_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +137,11 @@ def network_error_response(body: RaftRequest) -> RaftResponse:
     """What a request lost on the network is answered with (Kafka's
     ``RaftUtil.errorResponse(apiKey, BROKER_NOT_AVAILABLE)``): stale (epoch -1), so the replica
     only backs off and retries."""
-    error = ErrorCode.BROKER_NOT_AVAILABLE
+    return local_error_response(body, ErrorCode.BROKER_NOT_AVAILABLE)
+
+
+def local_error_response(body: RaftRequest, error: ErrorCode) -> RaftResponse:
+    """The response of ``body``'s type that carries ``error`` and no leader (epoch -1)."""
     if isinstance(body, VoteRequest):
         return VoteResponse(error, -1, -1)
     if isinstance(body, BeginQuorumEpochRequest):
@@ -137,13 +169,15 @@ class RaftDriver:
         controller_endpoint: tuple[str, int] | None = None,
         clock: Callable[[], int] = wall_clock_ms,
         rng: random.Random | None = None,
+        retention: MetadataLogRetention | None = None,
     ) -> None:
         self.node_id = node_id
         self.voters = dict(voters)
         self.log = log
         self.store = store
         self.cluster_id = cluster_id
-        self.config = config or QuorumConfig(pre_vote_enabled=False)
+        self.config = config or QuorumConfig()
+        self.retention = retention or MetadataLogRetention()
         self.listener_name = listener_name
         self.controller_endpoint = controller_endpoint
         self._clock = clock
@@ -152,6 +186,9 @@ class RaftDriver:
         self._replica: RaftReplica | None = None
         self._nursery: trio.Nursery | None = None
         self._connections: dict[int, NodeConnection] = {}
+        #: Each peer's ApiVersions (api key -> (min, max)), asked once per connection.
+        self._peer_versions: dict[int, dict[int, tuple[int, int]]] = {}
+        self._next_clean_ms = 0
         self._pending: dict[tuple[int, int], _Pending] = {}
         self._inbound_ids = itertools.count(1_000_000_000)
         self._next_tick_ms: int | None = None
@@ -199,6 +236,35 @@ class RaftDriver:
         """Leader only (else ``NotLeaderError``)."""
         return self.replica.describe_quorum()
 
+    def create_snapshot(self, end_offset: int, data: bytes) -> SnapshotId:
+        """Store ``data``, the listener's snapshot of every record below ``end_offset`` (a
+        committed batch boundary; ``ValueError`` otherwise), as
+        ``<end offset>-<epoch>.checkpoint``; then clean the log per ``retention`` (Kafka's
+        ``RaftClient.createSnapshot`` + ``KafkaMetadataLog.maybeClean``)."""
+        snapshot_id = self.replica.create_snapshot(end_offset, data, delete_log_before=False)
+        log.info("raft: node %d wrote metadata snapshot %s", self.node_id, snapshot_id)
+        self._clean_log()
+        return snapshot_id
+
+    def latest_snapshot(self) -> tuple[SnapshotId, bytes] | None:
+        """The newest snapshot this node holds and its bytes."""
+        snapshot_id = self.log.latest_snapshot_id
+        if snapshot_id is None:
+            return None
+        data = self.log.read_snapshot(snapshot_id)
+        return None if data is None else (snapshot_id, data)
+
+    def _clean_log(self) -> None:
+        now = self._clock()
+        self._next_clean_ms = now + _CLEAN_INTERVAL_MS
+        if self.log.maybe_clean(self.retention.max_bytes, self.retention.max_ms, now):
+            self.log.flush()
+            log.info(
+                "raft: node %d cleaned the metadata log to start at %d",
+                self.node_id,
+                self.log.log_start_offset,
+            )
+
     async def handle_request(self, body: RaftRequest) -> RaftResponse | None:
         """An inbound raft request: step it and wait for the replica's answer (None when none
         came within ``controller.quorum.request.timeout.ms``)."""
@@ -235,6 +301,9 @@ class RaftDriver:
                     election_state=self.store.read(),
                     now_ms=self._clock(),
                 )
+                latest = self.latest_snapshot()
+                if latest is not None:  # Kafka's listeners load the latest snapshot first
+                    self._load_snapshot(*latest)
                 self._process(self._replica.take_output())
                 self.started.set()
                 task_status.started(self)
@@ -258,6 +327,8 @@ class RaftDriver:
             now = self._clock()
             if self._next_tick_ms is None or now >= self._next_tick_ms:
                 self._process(self.replica.tick(now))
+            if now >= self._next_clean_ms:
+                self._clean_log()
 
     # --- effects, in RaftOutput's order ---------------------------------------------------
 
@@ -278,10 +349,11 @@ class RaftDriver:
                     pending.response = message.body  # type: ignore[assignment]
                     pending.done.set()
         if out.snapshot_installed is not None:
-            log.error(
-                "installed metadata snapshot %s: loading metadata snapshots is not implemented",
-                out.snapshot_installed,
-            )
+            data = self.log.read_snapshot(out.snapshot_installed)
+            if data is None:
+                log.error("installed snapshot %s is not in the log", out.snapshot_installed)
+            else:
+                self._load_snapshot(out.snapshot_installed, data)
         if out.leader_change is not None:
             self.leader_and_epoch = out.leader_change
             log.info(
@@ -301,6 +373,13 @@ class RaftDriver:
         self._next_tick_ms = out.next_tick_ms
         if out.next_tick_ms is not None and (previous is None or out.next_tick_ms < previous):
             self._timer_changed.set()
+
+    def _load_snapshot(self, snapshot_id: SnapshotId, data: bytes) -> None:
+        log.info("raft: node %d loads metadata snapshot %s", self.node_id, snapshot_id)
+        for listener in self._listeners:
+            load = getattr(listener, "handle_load_snapshot", None)
+            if load is not None:
+                load(snapshot_id, data)
 
     def _connection(self, node_id: int) -> NodeConnection | None:
         connection = self._connections.get(node_id)
@@ -328,25 +407,51 @@ class RaftDriver:
 
     async def _exchange(self, destination: int, body: RaftRequest) -> RaftResponse:
         api_key = wire.api_key(body)
-        version = OUTBOUND_VERSIONS[api_key]
-        try:
-            data = wire.to_wire(body, version, leader_endpoints=self._leader_endpoints(body))
-        except wire.UnsupportedVersionError:
-            return VoteResponse(ErrorCode.UNSUPPORTED_VERSION, -1, -1)
         connection = self._connection(destination)
         if connection is None:
             return network_error_response(body)
         try:
             with trio.fail_after(self.config.controller_quorum_request_timeout_ms / 1000):
+                version = await self._version_for(destination, connection, api_key)
+                if version is None:
+                    return local_error_response(body, ErrorCode.UNSUPPORTED_VERSION)
+                try:
+                    data = wire.to_wire(
+                        body, version, leader_endpoints=self._leader_endpoints(body)
+                    )
+                except wire.UnsupportedVersionError as exc:
+                    log.info("raft: node %d cannot send to %d: %s", self.node_id, destination, exc)
+                    return local_error_response(body, ErrorCode.UNSUPPORTED_VERSION)
                 answer = await connection.request(api_key, version, data)
             return wire.response_from_wire(api_key, version, answer)
         except (NodeUnavailable, trio.TooSlowError) as exc:
+            self._peer_versions.pop(destination, None)  # a new connection asks again
             log.debug(
                 "raft request %s to node %d failed: %s", type(body).__name__, destination, exc
             )
         except (wire.WireError, CodecError, KeyError, ValueError) as exc:
             log.warning("bad raft response from node %d: %s", destination, exc)
         return network_error_response(body)
+
+    async def _version_for(
+        self, destination: int, connection: NodeConnection, api_key: int
+    ) -> int | None:
+        """The highest version of ``api_key`` both this driver and the peer support (None: no
+        common one), from the peer's ApiVersions (asked once per connection, v0)."""
+        versions = self._peer_versions.get(destination)
+        if versions is None:
+            answer = await connection.request(API_VERSIONS_KEY, 0, {})
+            versions = {
+                item["api_key"]: (item["min_version"], item["max_version"])
+                for item in answer["api_keys"]
+            }
+            self._peer_versions[destination] = versions
+        ours_low, _ = wire.version_range(api_key)
+        theirs = versions.get(api_key)
+        if theirs is None:
+            return None
+        version = min(OUTBOUND_VERSIONS[api_key], theirs[1])
+        return version if version >= max(ours_low, theirs[0]) else None
 
     def _leader_endpoints(self, body: RaftRequest) -> list[wire.Endpoint]:
         if not isinstance(body, BeginQuorumEpochRequest | EndQuorumEpochRequest):

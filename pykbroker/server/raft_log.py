@@ -14,7 +14,9 @@ for the ``__cluster_metadata-0`` partition directory:
   the tail from its last entry is rebuilt from batch headers (all of it if the file is missing
   or bad);
 * snapshots are ``<end_offset:020d>-<epoch:010d>.checkpoint`` files in the partition
-  directory, written as ``.checkpoint.part`` + fsync + rename + directory fsync.
+  directory, written as ``.checkpoint.part`` + fsync + rename + directory fsync;
+* ``maybe_clean`` (Kafka's ``KafkaMetadataLog.maybeClean``) deletes the log and snapshots
+  before a newer snapshot while ``metadata.max.retention.bytes``/``.ms`` are exceeded.
 
 On open (Kafka's ``recoverSnapshots`` + ``truncateToLatestSnapshot``): partial snapshots are
 deleted; the log start offset, which is not checkpointed (as in Kafka's metadata log), is
@@ -40,6 +42,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from pykbroker.api.protocol import codec
 from pykbroker.api.protocol.errors import KafkaError
 from pykbroker.clock import wall_clock_ms
 from pykbroker.log.leader_epoch_cache import (
@@ -57,6 +60,7 @@ from pykbroker.log.record_batch import (
     BatchHeader,
     Record,
     build_batch,
+    decode_records,
     iter_batch_headers,
     validate_batches,
 )
@@ -68,6 +72,7 @@ from pykbroker.raft.log import (
     end_offset_for_epoch,
 )
 from pykbroker.raft.messages import OffsetAndEpoch, SnapshotId
+from pykbroker.raft.schemas import SNAPSHOT_HEADER_RECORD
 
 __all__ = [
     "LEADER_EPOCH_CHECKPOINT_FILE",  # re-exported from pykbroker.log.leader_epoch_cache
@@ -89,6 +94,7 @@ PARTIAL_SUFFIX = ".part"
 DELETED_SUFFIX = ".deleted"
 _SNAPSHOT_NAME = re.compile(r"^(\d{20})-(\d{10})\.checkpoint$")
 _SCAN_BYTES = 1 << 20
+_SNAPSHOT_HEAD_BYTES = 4096
 
 #: The metadata log never expires by time or size: only snapshots clean it (KIP-630).
 RAFT_LOG_CONFIG = LogConfig.from_properties(
@@ -366,6 +372,83 @@ class KafkaReplicatedLog:
         self._write_snapshot(snapshot_id, data)
         self._truncate_fully_and_start_at(snapshot_id.offset)
         self._delete_snapshots_below(snapshot_id.offset)
+
+    # --- KIP-630 log cleaning (Kafka's ``KafkaMetadataLog.maybeClean``) ---------------------
+
+    def maybe_clean(self, retention_max_bytes: int, retention_ms: int, now_ms: int) -> bool:
+        """Delete the log (whole segments) and snapshots before a newer snapshot while
+        ``metadata.max.retention.bytes`` (log + snapshot bytes above it; < 1: no limit) or
+        ``metadata.max.retention.ms`` (age of the oldest snapshot's last record; < 0: no limit)
+        is exceeded, as Kafka's ``cleanSnapshots``: oldest first, never the latest snapshot,
+        never past the high watermark. The log start counts as the oldest "snapshot" when no
+        snapshot ends there (Kafka formats a 0-0 bootstrap snapshot there). True if it
+        cleaned."""
+        cleaned = False
+        if retention_max_bytes >= 1:
+            cleaned |= self._clean_snapshots(
+                lambda _: self._log.size_in_bytes + self._snapshot_bytes() > retention_max_bytes
+            )
+        if retention_ms >= 0:
+
+            def expired(snapshot_id: SnapshotId | None) -> bool:
+                timestamp = self._snapshot_timestamp(snapshot_id)
+                return timestamp is not None and now_ms - timestamp > retention_ms
+
+            cleaned |= self._clean_snapshots(expired)
+        return cleaned
+
+    def _clean_snapshots(self, predicate: Callable[[SnapshotId | None], bool]) -> bool:
+        cleaned = False
+        for _ in range(len(self._snapshots) + 1):  # each round drops a snapshot or stops
+            ordered = sorted(self._snapshots, key=lambda s: (s.offset, s.epoch))
+            chain: list[SnapshotId | None] = [*ordered]
+            if self.earliest_snapshot_id is None:
+                chain.insert(0, None)  # the log start, with no snapshot there
+            if len(chain) < 2:
+                return cleaned
+            oldest, successor = chain[0], chain[1]
+            assert successor is not None
+            if successor.offset > self._log.high_watermark or not predicate(oldest):
+                return cleaned
+            self.delete_before_snapshot(successor)  # drops ``oldest`` too
+            cleaned = True
+        return cleaned
+
+    def _snapshot_bytes(self) -> int:
+        total = 0
+        for snapshot_id in self._snapshots:
+            try:
+                total += self.snapshot_path(snapshot_id).stat().st_size
+            except OSError:
+                continue
+        return total
+
+    def _snapshot_timestamp(self, snapshot_id: SnapshotId | None) -> int | None:
+        """Kafka's ``readSnapshotTimestamp``: the header's ``lastContainedLogTimestamp``; for
+        the log start without a snapshot, the first batch's largest timestamp."""
+        if snapshot_id is None:
+            if self.log_end_offset <= self.log_start_offset:
+                return None
+            first = next(iter_batch_headers(self._log.read(self.log_start_offset, 1)), None)
+            return None if first is None else first[1].max_timestamp
+        try:
+            with self.snapshot_path(snapshot_id).open("rb") as file:
+                head = file.read(_SNAPSHOT_HEAD_BYTES)
+        except OSError:
+            return None
+        for position, header in iter_batch_headers(head):
+            if not header.is_control:
+                break
+            for rec in decode_records(head[position : position + header.size_in_bytes]):
+                if rec.key == control_record_key(ControlRecordType.SNAPSHOT_HEADER) and rec.value:
+                    try:
+                        data = codec.decode(SNAPSHOT_HEADER_RECORD, 0, rec.value)
+                    except codec.CodecError:
+                        return None
+                    timestamp: int = data["last_contained_log_timestamp"]
+                    return timestamp
+            break
+        return None
 
     # --- durability and lifecycle (the driver's side) --------------------------------------
 

@@ -8,7 +8,9 @@ a new leader when the old one stops, and let a restarted node catch up. Every wa
 
 from __future__ import annotations
 
+import functools
 import socket
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -18,8 +20,16 @@ from typing import Any
 
 import trio
 
+from pykbroker.api.protocol import codec
 from pykbroker.api.protocol.api_keys import ApiKey
 from pykbroker.api.protocol.errors import ErrorCode
+from pykbroker.api.protocol.header import (
+    decode_request_header,
+    encode_response_header,
+    response_header_version,
+)
+from pykbroker.api.protocol.messages import vote
+from pykbroker.api.protocol.registry import request_message, response_message
 from pykbroker.config import BrokerConfig
 from pykbroker.log.log import Log
 from pykbroker.log.record_batch import Record, build_batch
@@ -30,10 +40,24 @@ from pykbroker.metadata.controller import (
     QuorumController,
 )
 from pykbroker.metadata.records import record, serialize
-from pykbroker.raft import LeaderAndEpoch, QuorumConfig
+from pykbroker.raft import (
+    BeginQuorumEpochRequest,
+    BeginQuorumEpochResponse,
+    LeaderAndEpoch,
+    QuorumConfig,
+    VoteRequest,
+    VoteResponse,
+    wire,
+)
 from pykbroker.server.broker import BrokerServer
+from pykbroker.server.controller_apis import CONTROLLER_SUPPORTED
 from pykbroker.server.quorum_state_store import FileQuorumStateStore
-from pykbroker.server.raft_driver import RaftDriver, VoterEndpoint, network_error_response
+from pykbroker.server.raft_driver import (
+    OUTBOUND_VERSIONS,
+    RaftDriver,
+    VoterEndpoint,
+    network_error_response,
+)
 from pykbroker.server.raft_log import METADATA_PARTITION_DIR, RAFT_LOG_CONFIG, KafkaReplicatedLog
 from pykbroker.server.storage import ensure_formatted
 from pykbroker.testing import serve
@@ -110,14 +134,20 @@ async def wait_for(condition: Callable[[], Any], timeout_s: float, what: str) ->
 class Cluster:
     """In-process BrokerServers in one trio run."""
 
-    def __init__(self, nursery: trio.Nursery, configs: list[BrokerConfig]) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        configs: list[BrokerConfig],
+        broker_class: type[BrokerServer] = BrokerServer,
+    ) -> None:
         self.nursery = nursery
         self.configs = {c.node_id: c for c in configs}
         self.brokers: dict[int, BrokerServer] = {}
+        self.broker_class = broker_class
 
     async def start(self, *node_ids: int) -> None:
         async def start_one(node_id: int) -> None:
-            broker = BrokerServer(self.configs[node_id])
+            broker = self.broker_class(self.configs[node_id])
             self.brokers[node_id] = broker
             await self.nursery.start(broker.run)
 
@@ -155,10 +185,13 @@ class Cluster:
 
 @asynccontextmanager
 async def running_cluster(
-    root: Path, nodes: int = 3, roles: dict[int, str] | None = None
+    root: Path,
+    nodes: int = 3,
+    roles: dict[int, str] | None = None,
+    broker_class: type[BrokerServer] = BrokerServer,
 ) -> AsyncIterator[Cluster]:
     async with trio.open_nursery() as nursery:
-        cluster = Cluster(nursery, cluster_configs(root, nodes, roles))
+        cluster = Cluster(nursery, cluster_configs(root, nodes, roles), broker_class)
         try:
             await cluster.start(*cluster.configs)
             yield cluster
@@ -548,3 +581,147 @@ async def test_the_driver_persists_and_flushes_before_sending_and_applying(
     assert first_vote.startswith("VoteRequest")
     assert persisted[0] in first_vote  # the vote for itself was durable before it asked
     assert driver.leader_and_epoch.leader_id == -1  # no quorum: no leader
+
+
+# --- pre-vote (KIP-996) on the wire -------------------------------------------------------
+
+
+def test_vote_v2_carries_the_pre_vote_and_the_controller_listener_serves_it() -> None:
+    pre_vote = VoteRequest("c", 4, 2, 3, 100, pre_vote=True, voter_id=1)
+    data = codec.decode(vote.REQUEST, 2, codec.encode(vote.REQUEST, 2, wire.to_wire(pre_vote, 2)))
+    assert wire.request_from_wire(ApiKey.VOTE, 2, data) == pre_vote
+    assert CONTROLLER_SUPPORTED[ApiKey.VOTE] == (0, 2)  # Kafka 4.1's controller range
+    assert OUTBOUND_VERSIONS[ApiKey.VOTE] == 2
+
+
+async def test_three_voters_elect_with_pre_vote_and_an_isolated_voter_rejoins_in_the_same_epoch(
+    tmp_path: Path,
+) -> None:
+    """Over real sockets with pre-vote on: one leader; a voter cut off from everyone (its
+    outbound requests fail, so it neither fetches nor gets pre-votes) keeps timing out for many
+    election timeouts but never bumps the epoch, and when the network heals it follows the
+    same leader in the same epoch -- without pre-vote it would come back with a higher epoch
+    and force an election."""
+    async with running_cluster(tmp_path) as cluster:
+        leader = await wait_for(cluster.leader, 10, "one active controller")
+        # Brokers run KIP-996 pre-votes, as Kafka 4.x always does.
+        assert all(cluster.driver(n).config.pre_vote_enabled for n in cluster.brokers)
+        epoch = cluster.driver(leader).leader_and_epoch.epoch
+        isolated = next(n for n in cluster.brokers if n != leader)
+        driver = cluster.driver(isolated)
+        prospective_seen: list[int] = []
+
+        async def unreachable(destination: int, body: Any) -> Any:
+            if isinstance(body, VoteRequest):
+                assert body.pre_vote  # it only ever asks for pre-votes
+                assert body.candidate_epoch == epoch
+                prospective_seen.append(body.candidate_epoch)
+            await trio.sleep(0.01)
+            return network_error_response(body)
+
+        driver._exchange = unreachable  # type: ignore[method-assign]
+        await wait_for(lambda: len(prospective_seen) >= 4, 10, "repeated pre-vote attempts")
+        await trio.sleep(1.0)  # several more election timeouts (300 ms) cut off
+        assert driver.replica.quorum.epoch == epoch
+        del driver._exchange  # the network heals
+        await wait_for(
+            lambda: driver.leader_and_epoch == LeaderAndEpoch(leader, epoch),
+            10,
+            "the isolated voter following the same leader in the same epoch",
+        )
+        assert cluster.leader() == leader
+        assert {cluster.driver(n).leader_and_epoch.epoch for n in cluster.brokers} == {epoch}
+        results = await cluster.controller(isolated).create_topics([CreateTopicRequest("healed")])
+        assert results[0].error == ErrorCode.NO_ERROR
+
+
+class _VoteV1Voter:
+    """A voter on a real socket that only knows Vote v0-1 (a pre-KIP-996 controller): it
+    answers ApiVersions, grants every standard vote and acknowledges BeginQuorumEpoch."""
+
+    def __init__(self) -> None:
+        self.votes: list[tuple[int, dict[str, Any]]] = []
+
+    async def serve(self, stream: trio.SocketStream) -> None:
+        buffer = bytearray()
+        async with stream:
+            while True:  # until the driver closes the connection
+                while len(buffer) < 4 or len(buffer) < 4 + struct.unpack_from(">i", buffer)[0]:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        return
+                    buffer += data
+                size = struct.unpack_from(">i", buffer)[0]
+                frame, buffer = bytes(buffer[4 : 4 + size]), buffer[4 + size :]
+                header, offset = decode_request_header(frame)
+                key, version = header.request_api_key, header.request_api_version
+                body = codec.decode(request_message(key), version, frame[offset:])
+                answer = self._answer(key, version, body)
+                payload = encode_response_header(
+                    header.correlation_id, response_header_version(key, version)
+                ) + codec.encode(response_message(key), version, answer)
+                await stream.send_all(struct.pack(">i", len(payload)) + payload)
+
+    def _answer(self, key: int, version: int, body: dict[str, Any]) -> dict[str, Any]:
+        if key == ApiKey.API_VERSIONS:
+            ranges = {ApiKey.VOTE: (0, 1), ApiKey.BEGIN_QUORUM_EPOCH: (0, 1)}
+            return {
+                "error_code": 0,
+                "api_keys": [
+                    {"api_key": k, "min_version": low, "max_version": high}
+                    for k, (low, high) in ranges.items()
+                ],
+            }
+        if key == ApiKey.VOTE:
+            self.votes.append((version, body))
+            request = wire.request_from_wire(key, version, body)
+            assert isinstance(request, VoteRequest)
+            response = VoteResponse(ErrorCode.NO_ERROR, -1, request.candidate_epoch, True)
+            return wire.to_wire(response, version)
+        request_ = wire.request_from_wire(key, version, body)
+        assert isinstance(request_, BeginQuorumEpochRequest)
+        return wire.to_wire(
+            BeginQuorumEpochResponse(ErrorCode.NO_ERROR, request_.leader_id, request_.leader_epoch),
+            version,
+        )
+
+
+async def test_a_pre_vote_to_a_voter_without_vote_v2_falls_back_to_a_standard_election(
+    tmp_path: Path,
+) -> None:
+    """KIP-996 compatibility as Kafka's KafkaRaftClient: the peer's ApiVersions says Vote v0-1,
+    so the pre-vote cannot be sent (answered locally with UNSUPPORTED_VERSION) and the
+    Prospective node becomes a Candidate at once; its standard vote goes out as Vote v1."""
+    peer = _VoteV1Voter()
+    raft_log = KafkaReplicatedLog.open(tmp_path / METADATA_PARTITION_DIR)
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(trio.serve_tcp, peer.serve, 0, host="127.0.0.1")
+        )
+        port = listeners[0].socket.getsockname()[1]
+        driver = RaftDriver(
+            node_id=1,
+            voters={
+                1: VoterEndpoint(1, "127.0.0.1", free_port()),
+                2: VoterEndpoint(2, "127.0.0.1", port),
+            },
+            log=raft_log,
+            store=FileQuorumStateStore.in_log_dir(tmp_path),
+            cluster_id="c",
+            config=QuorumConfig(
+                controller_quorum_election_timeout_ms=100,
+                controller_quorum_fetch_timeout_ms=200,
+                controller_quorum_request_timeout_ms=500,
+                fetch_max_wait_ms=100,
+            ),
+        )
+        assert driver.config.pre_vote_enabled
+        try:
+            await nursery.start(driver.run)
+            await wait_for(lambda: driver.is_leader, 10, "node 1 elected with node 2's vote")
+        finally:
+            nursery.cancel_scope.cancel()
+    raft_log.close()
+    assert peer.votes, "the standard vote reached the v1-only voter"
+    assert all(version == 1 for version, _ in peer.votes)
+    assert driver.leader_and_epoch == LeaderAndEpoch(1, 1)
