@@ -6,8 +6,8 @@ controller forwards operations to the active one's CONTROLLER listener. The part
 per module:
 
 - ``controller_base``: the Raft plumbing (validation image, append, commit, forward, replay).
-- ``broker_lifecycle``: broker registration, heartbeats, fencing, UnregisterBroker (and this
-  broker's own lifecycle).
+- ``broker_lifecycle``: broker registration, heartbeats, fencing, controlled shutdown,
+  UnregisterBroker (and this broker's own lifecycle).
 - ``topic_control``: CreateTopics, CreatePartitions, DeleteTopics; replicas placed by
   ``replica_placement``.
 - ``replication_control``: AlterPartition, ElectLeaders, the automatic leader rebalance;
@@ -17,7 +17,7 @@ per module:
 - here: producer id blocks (AllocateProducerIds) and the background task that heartbeats,
   fences silent brokers and rebalances leaders.
 
-Not implemented: controlled shutdown, reassignments, ELR, racks in placement.
+Not implemented: reassignments, ELR.
 """
 
 from __future__ import annotations

@@ -89,6 +89,13 @@ class BrokerRegistration:
     #: Every listener it registered, ``(name, host, port, security protocol)`` (``host`` and
     #: ``port`` above are the first one's), so a metadata snapshot can write them back.
     endpoints: tuple[BrokerEndpoint, ...] = ()
+    #: In controlled shutdown (KIP-631): neither elected leader nor taken back into an ISR.
+    in_controlled_shutdown: bool = False
+
+    @property
+    def is_active(self) -> bool:
+        """Unfenced and not shutting down (Kafka's ``ClusterControlManager.isActive``)."""
+        return not self.fenced and not self.in_controlled_shutdown
 
 
 TOPIC_RESOURCE = 2
@@ -191,6 +198,7 @@ class MetadataDelta:
                 data["broker_epoch"],
                 data["incarnation_id"],
                 tuple((e["name"], e["host"], e["port"], e["security_protocol"]) for e in endpoints),
+                bool(data.get("in_controlled_shutdown", False)),
             )
         elif message is schemas.FENCE_BROKER_RECORD:
             self._set_fenced(data["id"], data["epoch"], True)
@@ -200,6 +208,9 @@ class MetadataDelta:
             fenced = data.get("fenced", 0)
             if fenced:  # Kafka's BrokerRegistrationFencingChange: 1 fence, -1 unfence, 0 none
                 self._set_fenced(data["broker_id"], data["broker_epoch"], fenced > 0)
+            # BrokerRegistrationInControlledShutdownChange: 1 IN_CONTROLLED_SHUTDOWN, 0 none.
+            if data.get("in_controlled_shutdown", 0) == 1:
+                self._set_in_controlled_shutdown(data["broker_id"], data["broker_epoch"])
         elif message is schemas.UNREGISTER_BROKER_RECORD:
             reg = self._brokers.get(data["broker_id"])
             if reg is not None and reg.epoch == data["broker_epoch"]:
@@ -213,6 +224,11 @@ class MetadataDelta:
         reg = self._brokers.get(broker_id)
         if reg is not None and reg.epoch == epoch:
             self._brokers[broker_id] = replace(reg, fenced=fenced)
+
+    def _set_in_controlled_shutdown(self, broker_id: int, epoch: int) -> None:
+        reg = self._brokers.get(broker_id)
+        if reg is not None and reg.epoch == epoch:
+            self._brokers[broker_id] = replace(reg, in_controlled_shutdown=True)
 
     def _replay_partition_change(self, data: dict[str, Any]) -> None:
         parts = self._topic_partitions(data["topic_id"])

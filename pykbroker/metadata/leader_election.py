@@ -7,10 +7,16 @@
   partition it led gets a new leader from the remaining ISR (the first unfenced one in replica
   order); NO_LEADER (-1) when there is none, or with unclean leader election enabled for the
   topic, any live replica (ISR reset to it, leader recovery state RECOVERING).
+- A broker entering controlled shutdown (KIP-631, Kafka's ``handleBrokerInControlledShutdown``):
+  the same ISR and leadership changes as a fencing, while it stays registered and unfenced; a
+  partition whose only ISR member it is goes leaderless (-1), its ISR kept.
 - A broker unfenced: every leaderless partition gets a leader if one is now eligible (the
   broker itself when it is in the ISR).
 - Preferred leader election: leadership moves to the first replica when it is live and in the
   ISR (ElectLeaders type 0 and ``auto.leader.rebalance.enable``).
+
+Only an *active* broker -- registered, unfenced and not in controlled shutdown (Kafka's
+``ClusterControlManager.isActive``) -- is ever elected leader.
 
 A new leader gets leader epoch + 1; every change bumps the partition epoch (see
 ``partition_change``). Kafka writes the partition changes before a FenceBrokerRecord and after
@@ -38,9 +44,11 @@ def unclean_enabled(image: MetadataImage, topic: str, broker_default: bool) -> b
     return value.strip().lower() == "true"
 
 
-def is_unfenced(image: MetadataImage, broker_id: int) -> bool:
+def is_active(image: MetadataImage, broker_id: int) -> bool:
+    """Registered, unfenced and not in controlled shutdown: may lead a partition or join a new
+    partition's ISR."""
     reg = image.brokers.get(broker_id)
-    return reg is not None and not reg.fenced
+    return reg is not None and reg.is_active
 
 
 def _partitions(
@@ -65,7 +73,7 @@ def generate_leader_and_isr_updates(
 
     def acceptable(replica: int) -> bool:
         return replica != broker_to_remove and (
-            replica == broker_to_add or is_unfenced(image, replica)
+            replica == broker_to_add or is_active(image, replica)
         )
 
     records: list[MetadataRecord] = []
@@ -92,6 +100,19 @@ def broker_fenced_changes(
     )
 
 
+def broker_controlled_shutdown_changes(
+    image: MetadataImage, broker_id: int, unclean_default: bool = False
+) -> list[MetadataRecord]:
+    """The changes when ``broker_id`` enters controlled shutdown: it leaves every ISR (unless the
+    last member) and every leadership moves to another active ISR member (-1 if none)."""
+    return broker_fenced_changes(image, broker_id, unclean_default)
+
+
+def has_leaderships(image: MetadataImage, broker_id: int) -> bool:
+    """Whether ``broker_id`` leads any partition (Kafka's ``BrokersToIsrs.hasLeaderships``)."""
+    return any(True for _ in _partitions(image, lambda p: p.leader == broker_id))
+
+
 def broker_unfenced_changes(
     image: MetadataImage, broker_id: int, unclean_default: bool = False
 ) -> list[MetadataRecord]:
@@ -113,9 +134,7 @@ def preferred_leader_changes(image: MetadataImage, limit: int) -> list[MetadataR
         if len(records) >= limit:
             break
         change = (
-            PartitionChangeBuilder(
-                partition, topic.topic_id, index, lambda r: is_unfenced(image, r)
-            )
+            PartitionChangeBuilder(partition, topic.topic_id, index, lambda r: is_active(image, r))
             .set_election(Election.PREFERRED)
             .build()
         )

@@ -13,12 +13,13 @@ change:
   ISR; the ISR becomes just that replica and the leader recovery state RECOVERING (data may be
   lost; the leader reports RECOVERED through AlterPartition).
 
-"Acceptable" is the caller's predicate (an unfenced registered broker, adjusted for a broker
-being fenced or unfenced in the same change). The ISR never becomes empty: a target ISR that is
-empty leaves the ISR as it was (Kafka without ELR keeps the last member). Naming a leader in the
-record -- even the same one -- bumps the leader epoch when replayed; every record bumps the
-partition epoch. Not implemented: eligible leader replicas (KIP-966), reassignments (adding /
-removing replicas), directory assignment. Pure: no I/O, no clock.
+"Acceptable" is the caller's predicate (an active broker: registered, unfenced, not in
+controlled shutdown; adjusted for a broker being fenced or unfenced in the same change). The
+ISR never becomes empty: a target ISR that is empty leaves the ISR as it was (Kafka without ELR
+keeps the last member). Naming a leader in the record -- even the same one -- bumps the leader
+epoch when replayed; every record bumps the partition epoch. Not implemented: eligible leader
+replicas (KIP-966), reassignments (adding / removing replicas), directory assignment. Pure: no
+I/O, no clock.
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ than this controller (it is behind), FENCED_LEADER_EPOCH for an older leader epo
 INVALID_REQUEST when the sender is not the leader, INVALID_UPDATE_VERSION for an older
 partition epoch, INVALID_REQUEST for an ISR with a non-replica, a duplicate or without the
 leader, or a bad leader recovery state, INELIGIBLE_REPLICA (OPERATION_NOT_ATTEMPTED before v2)
-for an ISR member that is not registered, fenced or of another broker epoch. A stale or unknown
-sender broker epoch is STALE_BROKER_EPOCH for the whole request. Valid changes become
-``PartitionChangeRecord``s (ISR, partition epoch + 1; a leader that left the ISR hands over)
-and the answer is the committed state (leader, leader epoch, ISR, recovery state, partition
-epoch); an ISR equal to the current one writes nothing and answers the current state.
+for an ISR member that is not registered, fenced, in controlled shutdown or of another broker
+epoch. A stale or unknown sender broker epoch is STALE_BROKER_EPOCH for the whole request.
+Valid changes become ``PartitionChangeRecord``s (ISR, partition epoch + 1; a leader that left
+the ISR hands over) and the answer is the committed state (leader, leader epoch, ISR, recovery
+state, partition epoch); an ISR equal to the current one writes nothing and answers the
+current state.
 
 ElectLeaders: PREFERRED (0) moves leadership to the first replica when it is live and in the
 ISR (ELECTION_NOT_NEEDED if it already leads, PREFERRED_LEADER_NOT_AVAILABLE if it cannot);
@@ -45,7 +46,7 @@ from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 
 from .controller_base import ControllerBase
 from .image import MetadataImage, PartitionRegistration
-from .leader_election import is_unfenced, preferred_leader_changes, unclean_enabled
+from .leader_election import is_active, preferred_leader_changes, unclean_enabled
 from .partition_change import (
     NO_LEADER,
     RECOVERED,
@@ -170,7 +171,11 @@ def validate_alter_partition(
         return ErrorCode.INVALID_REQUEST
     for member, member_epoch in item.new_isr:
         reg = image.brokers.get(member)
-        if reg is None or reg.fenced or (member_epoch != -1 and reg.epoch != member_epoch):
+        if (
+            reg is None
+            or not reg.is_active  # fenced or in controlled shutdown (KIP-631)
+            or (member_epoch != -1 and reg.epoch != member_epoch)
+        ):
             return (
                 ErrorCode.INELIGIBLE_REPLICA if version > 1 else ErrorCode.OPERATION_NOT_ATTEMPTED
             )
@@ -324,7 +329,7 @@ class ReplicationControl(ControllerBase):
                 partition,
                 topic.topic_id,
                 item.partition_index,
-                functools.partial(is_unfenced, image),
+                functools.partial(is_active, image),
             )
             if unclean_enabled(image, topic.name, self.unclean_leader_election_enable):
                 builder.set_election(Election.UNCLEAN)
@@ -460,7 +465,7 @@ class ReplicationControl(ControllerBase):
             return image, ElectionResult(index, ErrorCode.ELECTION_NOT_NEEDED)
         change = (
             PartitionChangeBuilder(
-                partition, topic.topic_id, index, functools.partial(is_unfenced, image)
+                partition, topic.topic_id, index, functools.partial(is_active, image)
             )
             .set_election(
                 Election.PREFERRED if election_type == PREFERRED_ELECTION else Election.UNCLEAN

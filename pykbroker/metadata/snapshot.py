@@ -64,6 +64,7 @@ def image_records(image: MetadataImage) -> list[MetadataRecord]:
                 features=[],
                 rack=reg.rack,
                 fenced=reg.fenced,
+                in_controlled_shutdown=reg.in_controlled_shutdown,
             )
         )
     for topic in sorted(image.topics_by_id.values(), key=lambda t: t.name):

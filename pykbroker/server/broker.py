@@ -10,10 +10,13 @@ creates the partitions it hosts), register this broker with the active controlle
 until the registration is replayed locally (so the image is caught up), load the coordinators,
 then answer clients on the broker listeners and heartbeat to the controller. The replica
 manager's ISR expiration/AlterPartition task and the replica fetchers run in the background
-from the start (they act on whatever the metadata image says). Shutdown: stop accepting, let
-requests in flight finish (bounded by ``controlled.shutdown.timeout.ms``), answer parked
-fetches, resign Raft leadership (EndQuorumEpoch), then flush and close every log and write the
-clean-shutdown marker.
+from the start (they act on whatever the metadata image says). Shutdown: first the controlled
+shutdown (KIP-631), still serving: heartbeats with ``want_shut_down`` until the controller has
+moved every leadership away and answers ``should_shut_down`` (at most
+``controlled.shutdown.timeout.ms``; Kafka waits up to its shutdown deadline); then stop
+accepting, let requests in flight finish (bounded by ``controlled.shutdown.timeout.ms``),
+answer parked fetches, resign Raft leadership (EndQuorumEpoch), then flush and close every log
+and write the clean-shutdown marker.
 """
 
 from __future__ import annotations
@@ -332,6 +335,8 @@ class BrokerServer:
                         )
                         task_status.started(self)
                         await self._shutdown.wait()
+                        if is_broker:
+                            await self._controlled_shutdown(controller)
                     log.info("shutting down: no longer accepting connections")
                     broker_scope.cancel()
                     for listener in broker_sockets:
@@ -360,7 +365,7 @@ class BrokerServer:
         while not self._shutdown.is_set():  # until registered or shut down
             with trio.move_on_after(_REGISTRATION_TIMEOUT_S) as attempt:
                 try:
-                    await controller.register_broker(adv.host, adv.port, None)
+                    await controller.register_broker(adv.host, adv.port, self.config.broker_rack)
                     return True
                 except KafkaError as exc:
                     log.warning("broker registration failed (%s), retrying", exc)
@@ -369,6 +374,16 @@ class BrokerServer:
             with trio.move_on_after(_REGISTRATION_RETRY_S):
                 await self._shutdown.wait()
         return False
+
+    async def _controlled_shutdown(self, controller: QuorumController) -> None:
+        """KIP-631, as Kafka's ``BrokerServer.shutdown``: still serving, ask the controller to
+        move this broker's leaderships away and wait for its go, bounded by
+        ``controlled.shutdown.timeout.ms`` (then shut down anyway)."""
+        config = self.config
+        with trio.move_on_after(config.controlled_shutdown_timeout_ms / 1000) as attempt:
+            await controller.controlled_shutdown(config.broker_heartbeat_interval_ms)
+        if attempt.cancelled_caught:
+            log.error("timed out waiting for the controller to approve controlled shutdown")
 
     async def _resign(self, driver: RaftDriver) -> None:
         """A leader that shuts down tells the voters (EndQuorumEpoch), so one of them takes over

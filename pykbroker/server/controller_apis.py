@@ -139,23 +139,10 @@ async def handle_broker_registration(
 
 
 async def handle_broker_heartbeat(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+    """BrokerHeartbeat, ``want_shut_down`` (controlled shutdown, KIP-631) included."""
     controller = ctx.broker.service("controller")
-    try:
-        error, fenced = await controller.handle_broker_heartbeat(
-            request["broker_id"],
-            request["broker_epoch"],
-            request["want_fence"],
-            request["current_metadata_offset"],
-        )
-    except KafkaError as exc:
-        error, fenced = exc.code, True
-    return {
-        "throttle_time_ms": 0,
-        "error_code": error,
-        "is_caught_up": error == ErrorCode.NO_ERROR and not fenced,
-        "is_fenced": fenced,
-        "should_shut_down": False,
-    }
+    response: dict[str, Any] = await controller.broker_heartbeat_response(request)
+    return response
 
 
 async def handle_allocate_producer_ids(

@@ -96,9 +96,11 @@ async def test_nodes_snapshot_a_lagging_node_installs_one_and_a_restart_loads_it
             cluster.controller(n).snapshot_policy = SnapshotPolicy(1500, 0)
             cluster.driver(n).retention = MetadataLogRetention(max_bytes=1, max_ms=-1)
         names = [f"snap-{i}" for i in range(12)]
+        # The stopped node went through controlled shutdown (fenced), so new replicas are only
+        # placed on it by a manual assignment.
         for name in names:
             results = await cluster.controller(leader).create_topics(
-                [CreateTopicRequest(name, num_partitions=3, replication_factor=2)]
+                [CreateTopicRequest(name, assignments={0: [leader, lagging], 1: [lagging, leader]})]
             )
             assert results[0].error == ErrorCode.NO_ERROR
         leader_log = cluster.driver(leader).log
