@@ -167,6 +167,8 @@ class BrokerConfig:
     """A broker's configuration; defaults are Kafka's (or a single-node development setup)."""
 
     node_id: int = 1
+    #: ``broker.rack``: replicas of a partition are placed on as many racks as possible.
+    broker_rack: str | None = None
     process_roles: tuple[str, ...] = ("broker", "controller")
     listeners: tuple[Listener, ...] = (Listener("PLAINTEXT", "127.0.0.1", 9092),)
     advertised_listeners: tuple[Listener, ...] | None = None
@@ -349,6 +351,7 @@ def _time_settings(props: Mapping[str, str]) -> dict[str, int]:
 
 _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "node.id": _int(0, 2**31 - 1),
+    "broker.rack": lambda key, text: text.strip() or None,
     "process.roles": _roles,
     "listeners": parse_listeners,
     "advertised.listeners": parse_listeners,

@@ -27,9 +27,13 @@ from pykbroker.log.log_config import LogConfig
 from . import schemas
 from .controller_base import ZERO_UUID, ControllerBase
 from .image import TOPIC_RESOURCE, MetadataImage
-from .leader_election import UNCLEAN_LEADER_ELECTION_ENABLE, is_unfenced
+from .leader_election import UNCLEAN_LEADER_ELECTION_ENABLE, is_active
 from .records import MetadataRecord, record
-from .replica_placement import InvalidReplicationFactor, check_replication_factor
+from .replica_placement import (
+    InvalidReplicationFactor,
+    check_replication_factor,
+    usable_brokers,
+)
 
 MAX_TOPIC_NAME_LENGTH = 249
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
@@ -165,7 +169,7 @@ def partition_record(
     """A new partition's PartitionRecord: the ISR is its unfenced replicas, the leader the first
     of them, epochs 0 (Kafka's ``buildPartitionRegistration``); None if every replica is
     fenced."""
-    isr = [b for b in replicas if is_unfenced(image, b)]
+    isr = [b for b in replicas if is_active(image, b)]
     if not isr:
         return None
     return record(
@@ -196,7 +200,7 @@ class TopicControl(ControllerBase):
         image = self._validation_image()
         results = []
         records: list[MetadataRecord] = []
-        live = sorted(b for b, reg in image.brokers.items() if not reg.fenced)
+        live = usable_brokers(image)
         seen: set[str] = set()
         for req in requests:
             if req.name in seen:
@@ -285,7 +289,7 @@ class TopicControl(ControllerBase):
         if not await self._await_active(deadline):
             return await self._forward_create_partitions(requests, validate_only, deadline)
         image = self._validation_image()
-        live = sorted(b for b, reg in image.brokers.items() if not reg.fenced)
+        live = usable_brokers(image)
         results: list[CreatePartitionsResult] = []
         records: list[MetadataRecord] = []
         seen: set[str] = set()
@@ -307,7 +311,7 @@ class TopicControl(ControllerBase):
         self,
         req: CreatePartitionsRequest,
         image: MetadataImage,
-        live: Sequence[int],
+        live: Mapping[int, str | None],
         result: CreatePartitionsResult,
     ) -> list[MetadataRecord]:
         topic = image.topics.get(req.name)
@@ -468,7 +472,7 @@ class TopicControl(ControllerBase):
         return self.image.topic_config(topic)
 
     def _check_create(
-        self, req: CreateTopicRequest, image: MetadataImage, live: Sequence[int]
+        self, req: CreateTopicRequest, image: MetadataImage, live: Mapping[int, str | None]
     ) -> tuple[CreateTopicResult, int, int]:
         result = CreateTopicResult(req.name)
         problem = validate_topic_name(req.name)
@@ -497,7 +501,7 @@ class TopicControl(ControllerBase):
                 )
                 return result, 0, 0
             for index, brokers in sorted(req.assignments.items()):
-                if not any(is_unfenced(image, b) for b in brokers):
+                if not any(is_active(image, b) for b in brokers):
                     result.error = ErrorCode.INVALID_REPLICA_ASSIGNMENT
                     result.message = (
                         "All brokers specified in the manual partition assignment for "
@@ -550,7 +554,7 @@ class TopicControl(ControllerBase):
         topic_id: uuid.UUID,
         partitions: int,
         replication: int,
-        live: Sequence[int],
+        live: Mapping[int, str | None],
         image: MetadataImage,
     ) -> list[MetadataRecord]:
         records = [record(schemas.TOPIC_RECORD, name=req.name, topic_id=topic_id)]

@@ -9,10 +9,10 @@ and the request allows it (always before v4), as Kafka's AutoTopicCreationManage
 with illegal names get INVALID_TOPIC_EXCEPTION, others UNKNOWN_TOPIC_OR_PARTITION.
 
 Per version: v1 rack/controller/is_internal, v2 cluster id, v3 throttle time, v4
-allow_auto_topic_creation, v5 offline replicas, v7 leader epoch, v8 authorized operations
-(no authorizer: every operation is allowed), v9 flexible, v10 topic ids (lookup by id when the
-name is null), v11 drops cluster authorized operations, v12 nullable topic name in responses,
-v13 top-level error code.
+allow_auto_topic_creation, v5 offline replicas (replicas on fenced or unregistered brokers), v7
+leader epoch, v8 authorized operations (no authorizer: every operation is allowed), v9
+flexible, v10 topic ids (lookup by id when the name is null), v11 drops cluster authorized
+operations, v12 nullable topic name in responses, v13 top-level error code.
 """
 
 from __future__ import annotations
@@ -37,7 +37,18 @@ CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12, 13, 14))
 _ZERO_UUID = uuid.UUID(int=0)
 
 
-def topic_entry(topic: TopicImage, include_ops: bool) -> dict[str, Any]:
+def offline_replicas(image: MetadataImage, replicas: tuple[int, ...]) -> list[int]:
+    """Replicas on brokers that are not registered or fenced (Kafka's KRaftMetadataCache
+    ``getOfflineReplicas``)."""
+    offline = []
+    for broker_id in replicas:
+        broker = image.brokers.get(broker_id)
+        if broker is None or broker.fenced:
+            offline.append(broker_id)
+    return offline
+
+
+def topic_entry(topic: TopicImage, include_ops: bool, image: MetadataImage) -> dict[str, Any]:
     partitions = [
         {
             # Kafka: LEADER_NOT_AVAILABLE for a partition without a live leader.
@@ -49,7 +60,7 @@ def topic_entry(topic: TopicImage, include_ops: bool) -> dict[str, Any]:
             "leader_epoch": reg.leader_epoch,
             "replica_nodes": list(reg.replicas),
             "isr_nodes": list(reg.isr),
-            "offline_replicas": [],
+            "offline_replicas": offline_replicas(image, reg.replicas),
         }
         for index, reg in sorted(topic.partitions.items())
     ]
@@ -77,7 +88,7 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
     include_ops = bool(request["include_topic_authorized_operations"])
     wanted = request["topics"]
     if wanted is None or (version == 0 and not wanted):
-        topics = [topic_entry(t, include_ops) for _, t in sorted(image.topics.items())]
+        topics = [topic_entry(t, include_ops, image) for _, t in sorted(image.topics.items())]
     else:
         allow_create = config.auto_create_topics_enable and (
             version < 4 or request["allow_auto_topic_creation"]
@@ -113,7 +124,7 @@ async def handle(ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]
                 )
                 topics.append(_error_entry(code, name, _ZERO_UUID))
                 continue
-            topics.append(topic_entry(topic, include_ops))
+            topics.append(topic_entry(topic, include_ops, image))
     brokers = [
         {"node_id": reg.node_id, "host": reg.host, "port": reg.port, "rack": reg.rack}
         for _, reg in sorted(image.brokers.items())
