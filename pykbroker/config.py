@@ -74,6 +74,22 @@ def _voters(key: str, text: str) -> tuple[QuorumVoter, ...]:
     return tuple(voters)
 
 
+def _host_port(item: str) -> tuple[str, int] | None:
+    match = re.match(r"^(\[[^\]]*\]|[^:@,]+):(\d+)$", item)
+    if match is None or not 0 < int(match[2]) < 65536:
+        return None
+    return match[1].strip("[]"), int(match[2])
+
+
+def _bootstrap_servers(key: str, text: str) -> tuple[str, ...]:
+    """``controller.quorum.bootstrap.servers``: host:port,... (KIP-853)."""
+    servers = tuple(s.strip() for s in text.split(",") if s.strip())
+    for item in servers:
+        if _host_port(item) is None:
+            raise ConfigError(f"{key}: {item!r} is not of the form host:port")
+    return servers
+
+
 def _names(key: str, text: str) -> tuple[str, ...]:
     names = tuple(n.strip().upper() for n in text.split(",") if n.strip())
     if not names:
@@ -284,10 +300,23 @@ class BrokerConfig:
 
     @property
     def is_multi_node(self) -> bool:
-        """True when a quorum of other nodes is configured (a KRaft cluster)."""
+        """True when a quorum of other nodes is configured (a KRaft cluster): static voters
+        besides this node, or ``controller.quorum.bootstrap.servers`` (a dynamic quorum)."""
+        if self.controller_quorum_bootstrap_servers and not self.controller_quorum_voters:
+            return True
         return bool(self.controller_quorum_voters) and any(
             v.node_id != self.node_id for v in self.controller_quorum_voters
         )
+
+    @property
+    def quorum_bootstrap_addresses(self) -> tuple[tuple[str, int], ...]:
+        """``controller.quorum.bootstrap.servers`` as (host, port) pairs; unused when
+        ``controller.quorum.voters`` is set (static voters win, as in Kafka's
+        ``QuorumConfig``)."""
+        if self.controller_quorum_voters:
+            return ()
+        pairs = (_host_port(s) for s in self.controller_quorum_bootstrap_servers)
+        return tuple(p for p in pairs if p is not None)
 
     def _check(self) -> None:
         controller_names = set(self.controller_listener_names)
@@ -295,6 +324,28 @@ class BrokerConfig:
             listener.name not in controller_names for listener in self.listeners
         ):
             raise ConfigError("listeners: a broker needs a listener that is not a controller one")
+        if (
+            "controller" not in self.process_roles
+            and not self.controller_quorum_voters
+            and not self.controller_quorum_bootstrap_servers
+        ):
+            # Kafka's KafkaConfig.validateQuorumVotersAndQuorumBootstrapServerForKRaft (pykbroker
+            # lets a node with the controller role be a one-voter quorum of itself instead).
+            raise ConfigError(
+                "If using process.roles, either controller.quorum.bootstrap.servers must contain "
+                "the set of bootstrap controllers or controller.quorum.voters must contain a "
+                "parseable set of controllers."
+            )
+        if (
+            self.controller_quorum_bootstrap_servers
+            and not self.controller_quorum_voters
+            and "controller" in self.process_roles
+            and not any(listener.name in controller_names for listener in self.listeners)
+        ):
+            raise ConfigError(
+                "listeners: a controller in a quorum needs a listener named in "
+                "controller.listener.names"
+            )
         if self.controller_quorum_voters and "controller" in self.process_roles:
             if self.node_id not in {v.node_id for v in self.controller_quorum_voters}:
                 raise ConfigError(
@@ -411,9 +462,7 @@ _PARSERS: dict[str, Callable[[str, str], Any]] = {
     "offset.metadata.max.bytes": _int(0, 2**31 - 1),
     "connections.max.idle.ms": _int(-1),
     "controller.quorum.voters": _voters,
-    "controller.quorum.bootstrap.servers": lambda key, text: tuple(
-        s.strip() for s in text.split(",") if s.strip()
-    ),
+    "controller.quorum.bootstrap.servers": _bootstrap_servers,
     "controller.listener.names": _names,
     "inter.broker.listener.name": lambda key, text: text.strip().upper(),
     "listener.security.protocol.map": _protocol_map,

@@ -255,7 +255,14 @@ class ControllerBase:
         ):
             return
         end = self._applied_end
-        data = write_snapshot(self.image, self.raft.leader_and_epoch.epoch, now)
+        # KIP-853: the voter set at the snapshot's end goes in it, after the header.
+        control_records = getattr(self.raft, "snapshot_control_records", None)
+        data = write_snapshot(
+            self.image,
+            self.raft.leader_and_epoch.epoch,
+            now,
+            control_records(end) if control_records is not None else (),
+        )
         try:
             create(end, data)
         except ValueError as exc:  # not a batch boundary, or not committed: try later

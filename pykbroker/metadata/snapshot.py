@@ -3,7 +3,9 @@
 Mirrors Kafka's ``MetadataImage.write`` (``ImageWriter``: FeaturesImage, ClusterImage,
 TopicsImage, ConfigurationsImage, ProducerIdsImage each write their records) and the snapshot
 file layout of ``RecordsSnapshotWriter``: v2 record batches in the snapshot's epoch -- a control
-batch with a ``SnapshotHeaderRecord``, the metadata records in batches of at most
+batch with a ``SnapshotHeaderRecord``, with a dynamic quorum (KIP-853, kraft.version 1) the
+``KRaftVersionRecord`` and ``VotersRecord`` in force at the snapshot's end (so a node that
+installs it knows the voters), the metadata records in batches of at most
 ``RECORDS_PER_BATCH``, then a control batch with a ``SnapshotFooterRecord``. Replaying
 ``image_records(image)`` into an empty image gives ``image`` back (the property the tests
 check); ``load_snapshot`` is how a node starts from a snapshot file or one it fetched from the
@@ -14,7 +16,7 @@ Pure: bytes and images in and out, no I/O, no clock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from pykbroker.api.protocol import codec
@@ -125,8 +127,15 @@ def _control_batch(
     )
 
 
-def write_snapshot(image: MetadataImage, epoch: int, last_contained_log_time_ms: int) -> bytes:
-    """The snapshot file bytes of ``image`` (header batch, record batches, footer batch)."""
+def write_snapshot(
+    image: MetadataImage,
+    epoch: int,
+    last_contained_log_time_ms: int,
+    control_records: Iterable[tuple[ControlRecordType, bytes]] = (),
+) -> bytes:
+    """The snapshot file bytes of ``image``: header batch, ``control_records`` (the raft's
+    KRaftVersionRecord and VotersRecord, ``RaftReplica.snapshot_control_records``) in one
+    control batch, record batches, footer batch."""
     header = codec.encode(
         SNAPSHOT_HEADER_RECORD,
         0,
@@ -135,8 +144,26 @@ def write_snapshot(image: MetadataImage, epoch: int, last_contained_log_time_ms:
     parts = [
         _control_batch(ControlRecordType.SNAPSHOT_HEADER, header, epoch, last_contained_log_time_ms)
     ]
-    records = image_records(image)
     offset = 1
+    control = list(control_records)
+    if control:
+        parts.append(
+            build_batch(
+                [
+                    Record(
+                        key=control_record_key(control_type),
+                        value=value,
+                        timestamp=last_contained_log_time_ms,
+                    )
+                    for control_type, value in control
+                ],
+                base_offset=offset,
+                partition_leader_epoch=epoch,
+                is_control=True,
+            )
+        )
+        offset += len(control)
+    records = image_records(image)
     for start in range(0, len(records), RECORDS_PER_BATCH):
         chunk = records[start : start + RECORDS_PER_BATCH]
         parts.append(

@@ -5,6 +5,10 @@ and appends (``append``) and returns ``RaftOutput``s a driver acts on in order: 
 ``quorum-state``, flush the log, send messages, then apply what is committed. The log is any
 ``ReplicatedLog`` (``MemoryLog`` for tests). No trio, sockets, files, clock or global random
 here; ``tests/raft/test_purity.py`` checks it.
+
+KIP-853 dynamic quorums: ``VoterSet`` (voter_set.py), the voter set as of every offset
+(kraft_control.py), the leader's AddRaftVoter / RemoveRaftVoter / UpdateRaftVoter handling
+(reconfiguration.py) and the bootstrap checkpoint's records (bootstrap.py).
 """
 
 from .config import QuorumConfig
@@ -13,6 +17,8 @@ from .log import ControlRecordType, LogAppendError, LogAppendInfo, ReplicatedLog
 from .memory_log import MemoryLog
 from .messages import (
     NO_LEADER,
+    AddRaftVoterRequest,
+    AddRaftVoterResponse,
     BeginQuorumEpochRequest,
     BeginQuorumEpochResponse,
     EndQuorumEpochRequest,
@@ -26,22 +32,30 @@ from .messages import (
     RaftMessage,
     RaftRequest,
     RaftResponse,
+    RemoveRaftVoterRequest,
+    RemoveRaftVoterResponse,
     SnapshotId,
+    UpdateRaftVoterRequest,
+    UpdateRaftVoterResponse,
     VoteRequest,
     VoteResponse,
 )
 from .output import RaftOutput
 from .quorum_state import ElectionState, RandomSource
 from .replica import QuorumInfo, RaftReplica
+from .voter_set import Endpoint, ReplicaKey, VoterNode, VoterSet
 
 __all__ = [
     "NO_LEADER",
+    "AddRaftVoterRequest",
+    "AddRaftVoterResponse",
     "BeginQuorumEpochRequest",
     "BeginQuorumEpochResponse",
     "ControlRecordType",
     "ElectionState",
     "EndQuorumEpochRequest",
     "EndQuorumEpochResponse",
+    "Endpoint",
     "FetchRequest",
     "FetchResponse",
     "FetchSnapshotRequest",
@@ -61,8 +75,15 @@ __all__ = [
     "RaftResponse",
     "RaftStateError",
     "RandomSource",
+    "RemoveRaftVoterRequest",
+    "RemoveRaftVoterResponse",
+    "ReplicaKey",
     "ReplicatedLog",
     "SnapshotId",
+    "UpdateRaftVoterRequest",
+    "UpdateRaftVoterResponse",
     "VoteRequest",
     "VoteResponse",
+    "VoterNode",
+    "VoterSet",
 ]

@@ -16,11 +16,13 @@ does not persist it); nothing here does I/O -- messages and persistence needs ar
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 
 from pykbroker.api.protocol.errors import ErrorCode
 
 from .config import QuorumConfig
+from .kraft_control import KRaftControlRecordStateMachine
 from .leader_state import LeaderState
 from .log import ReplicatedLog
 from .messages import (
@@ -83,9 +85,17 @@ class ReplicaCore:
         config: QuorumConfig,
         random: RandomSource,
         cluster_id: str | None,
+        control: KRaftControlRecordStateMachine,
+        directory_id: uuid.UUID | None = None,
+        bootstrap_servers: tuple[int, ...] = (),
     ) -> None:
         self.node_id = node_id
         self.voters = voters
+        #: KIP-853: kraft.version and the voter set as of every offset of the log.
+        self.control = control
+        self.directory_id = directory_id
+        #: Node ids the driver maps to ``controller.quorum.bootstrap.servers`` addresses.
+        self.bootstrap_servers = bootstrap_servers
         self.log = log
         self.config = config
         self.cluster_id = cluster_id
@@ -158,6 +168,8 @@ class ReplicaCore:
             deadlines.append(state.fetch_deadline_ms)
         elif isinstance(state, LeaderState):
             deadlines.append(state.check_quorum_deadline_ms)
+            if state.pending_change is not None:
+                deadlines.append(state.pending_change.deadline_ms)
             deadlines.extend(p.deadline_ms for p in self._parked.values())
         present = [d for d in deadlines if d is not None]
         return min(present) if present else None
@@ -175,11 +187,30 @@ class ReplicaCore:
 
     def _log_changed(self) -> None:
         self._out.flush_log = True
+        self._sync_voters()
 
     def _truncated(self, offset: int) -> None:
         self._out.flush_log = True
         previous = self._out.truncated_to
         self._out.truncated_to = offset if previous is None else min(previous, offset)
+        self.control.truncate_to(offset)
+        self._sync_voters()
+
+    def _sync_voters(self) -> None:
+        """Read new control records; a new voter set takes effect at once (KIP-853: on
+        append, not on commit; a truncation reverts it)."""
+        self.control.update(self.log)
+        voters = self.control.last_voter_set.voter_ids
+        if voters == self.voters:
+            self._update_electable()
+            return
+        logger.info("node %d: voters %s -> %s", self.node_id, sorted(self.voters), sorted(voters))
+        self.voters = voters
+        self.quorum.voters = voters
+        self._update_electable()
+        leader = self._leader_state()
+        if leader is not None and leader.set_voters(voters, self._now_ms):
+            self._on_leader_high_watermark(self._now_ms)
 
     def _update_high_watermark(self, high_watermark: int) -> None:
         """Move the local high watermark forward (records below it are committed)."""
@@ -191,9 +222,29 @@ class ReplicaCore:
         if high_watermark > self.high_watermark:
             self.high_watermark = high_watermark
             self._out.high_watermark = high_watermark
+            self._update_electable()
+
+    def _update_electable(self) -> None:
+        """Raft dissertation 4.2.2: a node that the latest, uncommitted VotersRecord removed
+        still takes part in elections until that record commits."""
+        offset = self.control.last_voter_set_offset
+        self.quorum.electable_outside_voters = (
+            self.node_id not in self.voters
+            and offset is not None
+            and offset >= self.high_watermark
+            and self.node_id in self.control.voter_set_at(offset - 1).voter_ids
+        )
 
     def _on_leader_high_watermark(self, now_ms: int) -> None:
         """The leader's high watermark moved (implemented by the replication handlers)."""
+        raise NotImplementedError
+
+    def _complete_parked_fetches(self, now_ms: int, expired_only: bool = False) -> None:
+        """Answer parked fetches (implemented by the replication handlers)."""
+        raise NotImplementedError
+
+    def _maybe_complete_voter_change(self) -> None:
+        """Answer a committed voter change (implemented in reconfiguration)."""
         raise NotImplementedError
 
     # --- transitions -------------------------------------------------------------------------
@@ -203,11 +254,16 @@ class ReplicaCore:
         self.requests.reset_all()
         logger.debug("node %d: %s -> %s", self.node_id, old, self.quorum.state)
         if isinstance(old, LeaderState) and not self.is_leader:
+            self._abort_voter_change(old, ErrorCode.NOT_LEADER_OR_FOLLOWER)
             parked, self._parked = self._parked, {}
             for fetch in parked.values():
                 self._respond(
                     fetch.message, self._error_fetch_response(ErrorCode.NOT_LEADER_OR_FOLLOWER)
                 )
+
+    def _abort_voter_change(self, leader: LeaderState, error: ErrorCode) -> None:
+        """Answer the pending AddRaftVoter/RemoveRaftVoter (implemented in reconfiguration)."""
+        raise NotImplementedError
 
     def _error_fetch_response(self, error: ErrorCode) -> FetchResponse:
         return FetchResponse(error, self.quorum.leader_id, self.quorum.epoch)
@@ -262,7 +318,8 @@ class ReplicaCore:
                 f"node {self.node_id}: told it leads epoch {epoch}, which it does not remember"
             )
         if epoch > self.quorum.epoch:
-            if leader_id != NO_LEADER and leader_id in self.voters:
+            # KIP-853: the leader need not be in our (possibly stale or empty) voter set.
+            if leader_id != NO_LEADER:
                 self._to_follower(epoch, leader_id, now_ms)
             else:
                 self._to_unattached(epoch, now_ms)

@@ -39,6 +39,7 @@ from .quorum_state import (
     UnattachedState,
 )
 from .schemas import LEADER_CHANGE_MESSAGE
+from .voter_set import KRAFT_VERSION_1, encode_kraft_version
 
 
 class ElectionHandlers(ReplicaCore):
@@ -57,13 +58,15 @@ class ElectionHandlers(ReplicaCore):
     def _maybe_transition_forward(self, now_ms: int) -> None:
         state = self.quorum.state
         majority = self.quorum.majority
-        if isinstance(state, ProspectiveState) and len(state.granted) >= majority:
+        # Only votes of the current voter set count (a node removed by an uncommitted change
+        # may run, but does not count itself).
+        if isinstance(state, ProspectiveState) and len(state.granted & self.voters) >= majority:
             self._to_candidate(now_ms)
             state = self.quorum.state
         if (
             isinstance(state, CandidateState)
             and state.backoff_deadline_ms is None
-            and len(state.granted) >= majority
+            and len(state.granted & self.voters) >= majority
         ):
             self._become_leader(now_ms)
 
@@ -117,6 +120,17 @@ class ElectionHandlers(ReplicaCore):
         )
         self.log.append_as_leader([value], leader.epoch, ControlRecordType.LEADER_CHANGE)
         self._log_changed()
+        control = self.control
+        if control.kraft_version >= KRAFT_VERSION_1 and control.last_voter_set_offset == -1:
+            # KIP-853: the voters are only in the bootstrap checkpoint; write them to the log
+            # so that replicas formatted without it (observers) learn them by fetching.
+            voters = control.last_voter_set
+            kraft = encode_kraft_version(control.kraft_version)
+            self.log.append_as_leader([kraft], leader.epoch, ControlRecordType.KRAFT_VERSION)
+            self.log.append_as_leader(
+                [voters.encode()], leader.epoch, ControlRecordType.KRAFT_VOTERS
+            )
+            self._log_changed()
         if leader.update_local_state(self.log.log_end_offset, now_ms):
             self._on_leader_high_watermark(now_ms)
 
@@ -142,10 +156,12 @@ class ElectionHandlers(ReplicaCore):
             return self._vote_response(ErrorCode.INVALID_REQUEST)
         if epoch < self.quorum.epoch:
             return self._vote_response(ErrorCode.FENCED_LEADER_EPOCH)
-        if request.candidate_id not in self.voters or self.quorum.is_observer:
-            return self._vote_response(ErrorCode.INCONSISTENT_VOTER_SET)
         if epoch > self.quorum.epoch:
             self._to_unattached(epoch, now_ms)
+        if request.voter_id >= 0 and request.voter_id != self.node_id:
+            return self._vote_response(ErrorCode.INVALID_VOTER_KEY)
+        # KIP-853: no voter-set check on either side -- a new voter that has not fetched the
+        # VotersRecord adding it must still vote, or a quorum that needs it could never elect.
         up_to_date = OffsetAndEpoch(request.last_offset, last_epoch) >= end_offset(self.log)
         granted = self._can_grant_vote(request.candidate_id, up_to_date, request.pre_vote)
         state = self.quorum.state
@@ -217,9 +233,10 @@ class ElectionHandlers(ReplicaCore):
             response = self._begin_epoch_response(ErrorCode.INCONSISTENT_CLUSTER_ID)
         elif request.leader_epoch < self.quorum.epoch:
             response = self._begin_epoch_response(ErrorCode.FENCED_LEADER_EPOCH)
-        elif request.leader_id not in self.voters or self.quorum.is_observer:
-            response = self._begin_epoch_response(ErrorCode.INCONSISTENT_VOTER_SET)
+        elif request.voter_id >= 0 and request.voter_id != self.node_id:
+            response = self._begin_epoch_response(ErrorCode.INVALID_VOTER_KEY)
         else:
+            # KIP-853: a voter the leader added may not have read that VotersRecord yet.
             self._maybe_transition(request.leader_id, request.leader_epoch, now_ms)
             response = self._begin_epoch_response(ErrorCode.NO_ERROR)
         self._respond(message, response)

@@ -13,7 +13,9 @@ quorum expires when no majority of voters has fetched within 1.5 x the fetch tim
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from .quorum_state import ElectionState
 
@@ -26,6 +28,19 @@ class ReplicaState:
     log_end_offset: int = -1
     last_fetch_timestamp: int = -1
     last_caught_up_timestamp: int = -1
+    #: KIP-853: the ``directory.id`` the replica fetched with (None: not sent).
+    directory_id: uuid.UUID | None = None
+
+
+@dataclass(slots=True)
+class PendingVoterChange:
+    """An AddRaftVoter/RemoveRaftVoter being handled (Kafka's ``AddVoterHandlerState`` /
+    ``RemoveVoterHandlerState``): answered when the VotersRecord at ``offset`` commits, or with
+    REQUEST_TIMED_OUT at ``deadline_ms``. ``message`` is the request's ``RaftMessage``."""
+
+    message: Any
+    offset: int
+    deadline_ms: int
 
 
 @dataclass(slots=True)
@@ -48,13 +63,45 @@ class LeaderState:
     #: Voters that have not yet acknowledged this epoch (BeginQuorumEpoch response or a fetch).
     unacknowledged: set[int] = field(default_factory=set)
     resign_requested: bool = False
+    #: KIP-853: the one voter change in progress (one at a time).
+    pending_change: PendingVoterChange | None = None
+    #: The leader's own progress while it is not a voter (it removed itself, KIP-853).
+    local_state: ReplicaState | None = None
     name: str = "leader"
 
     def __post_init__(self) -> None:
         self.voter_states = {v: ReplicaState(v) for v in self.voters}
         self.unacknowledged = {v for v in self.voters if v != self.node_id}
+        self.local_state = self.voter_states.get(self.node_id) or ReplicaState(self.node_id)
         if len(self.voters) > 1:
             self.check_quorum_deadline_ms = self.now_ms + self.check_quorum_timeout_ms
+
+    def set_voters(self, voters: frozenset[int], now_ms: int) -> bool:
+        """KIP-853: the voter set changed (a VotersRecord was appended or truncated away).
+        Replica progress moves between voters and observers; the high watermark is
+        recomputed with the new majority but never goes back. True if it moved."""
+        for removed in [v for v in self.voter_states if v not in voters]:
+            state = self.voter_states.pop(removed)
+            if removed != self.node_id:
+                self.observer_states[removed] = state
+            self.unacknowledged.discard(removed)
+            self.fetched_voters.discard(removed)
+        for added in sorted(voters - set(self.voter_states)):
+            if added == self.node_id:
+                assert self.local_state is not None
+                state = self.local_state
+            else:
+                old = self.observer_states.pop(added) if added in self.observer_states else None
+                state = old or ReplicaState(added)
+                self.unacknowledged.add(added)
+            self.voter_states[added] = state
+        self.voters = voters
+        if len(voters) > 1 or self.node_id not in voters:
+            if self.check_quorum_deadline_ms is None:
+                self.check_quorum_deadline_ms = now_ms + self.check_quorum_timeout_ms
+        else:
+            self.check_quorum_deadline_ms = None
+        return self._maybe_update_high_watermark()
 
     @property
     def election(self) -> ElectionState:
@@ -66,20 +113,27 @@ class LeaderState:
 
     def update_local_state(self, log_end_offset: int, now_ms: int) -> bool:
         """The leader's own log grew (its records are flushed before anything is sent)."""
-        state = self.voter_states[self.node_id]
+        state = self.local_state
+        assert state is not None
         state.log_end_offset = log_end_offset
         state.last_fetch_timestamp = now_ms
         state.last_caught_up_timestamp = now_ms
         return self._maybe_update_high_watermark()
 
     def update_replica_state(
-        self, replica_id: int, fetch_offset: int, leader_end_offset: int, now_ms: int
+        self,
+        replica_id: int,
+        fetch_offset: int,
+        leader_end_offset: int,
+        now_ms: int,
+        directory_id: uuid.UUID | None = None,
     ) -> bool:
         """A validated Fetch from ``replica_id`` at ``fetch_offset``; True if the HW moved."""
         states = self.voter_states if replica_id in self.voters else self.observer_states
         state = states.get(replica_id)
-        if state is None:
-            state = states[replica_id] = ReplicaState(replica_id)
+        if state is None or state.directory_id != directory_id:
+            # A new replica, or the same id with another disk: progress starts over.
+            state = states[replica_id] = ReplicaState(replica_id, directory_id=directory_id)
         state.log_end_offset = fetch_offset
         state.last_fetch_timestamp = now_ms
         if fetch_offset >= leader_end_offset:
@@ -105,13 +159,26 @@ class LeaderState:
         if replica_id not in self.voters or replica_id == self.node_id:
             return
         self.fetched_voters.add(replica_id)
-        if len(self.fetched_voters) + 1 >= self.majority:
+        if len(self.fetched_voters) + (self.node_id in self.voters) >= self.majority:
             self.fetched_voters.clear()
             self.check_quorum_deadline_ms = now_ms + self.check_quorum_timeout_ms
 
     def check_quorum_expired(self, now_ms: int) -> bool:
         deadline = self.check_quorum_deadline_ms
         return deadline is not None and now_ms >= deadline
+
+    def is_replica_caught_up(
+        self, replica_id: int, directory_id: uuid.UUID | None, now_ms: int
+    ) -> bool:
+        """Kafka's ``isReplicaCaughtUp`` for AddRaftVoter: the observer (same directory id) has
+        been caught up with the log end at some fetch and fetched within the last hour."""
+        state = self.observer_states.get(replica_id)
+        return (
+            state is not None
+            and state.directory_id == directory_id
+            and state.last_caught_up_timestamp > 0
+            and state.last_fetch_timestamp > now_ms - 3_600_000
+        )
 
     def non_leader_voters_by_descending_fetch_offset(self) -> tuple[int, ...]:
         others = [s for v, s in self.voter_states.items() if v != self.node_id]

@@ -12,10 +12,13 @@ state machine never keeps references into a message it received (``records`` are
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from functools import total_ordering
 
 from pykbroker.api.protocol.errors import ErrorCode
+
+from .voter_set import Endpoint, ReplicaKey
 
 NO_LEADER = -1
 NO_EPOCH = -1
@@ -138,6 +141,8 @@ class FetchRequest:
     max_wait_ms: int = 0
     max_bytes: int = 8 * 1024 * 1024
     log_start_offset: int = -1
+    #: KIP-853 (Fetch v17+): the fetching replica's metadata ``directory.id``.
+    replica_directory_id: uuid.UUID | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +181,87 @@ class FetchSnapshotResponse:
     unaligned_records: bytes = b""
 
 
+# --- AddRaftVoter (API 80) / RemoveRaftVoter (API 81) / UpdateRaftVoter (API 82), KIP-853 ------
+
+
+@dataclass(frozen=True, slots=True)
+class AddRaftVoterRequest:
+    """Make the observer ``voter`` a voter; answered once the new VotersRecord commits."""
+
+    cluster_id: str | None
+    timeout_ms: int
+    voter: ReplicaKey
+    listeners: tuple[Endpoint, ...]
+
+    @property
+    def replica_id(self) -> int:
+        """The sender: an admin client, not a replica (-1, Kafka's "no replica")."""
+        return NO_LEADER
+
+
+@dataclass(frozen=True, slots=True)
+class AddRaftVoterResponse:
+    error_code: ErrorCode
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveRaftVoterRequest:
+    """Remove ``voter``; answered once the new VotersRecord commits."""
+
+    cluster_id: str | None
+    voter: ReplicaKey
+
+    @property
+    def replica_id(self) -> int:
+        """The sender: an admin client, not a replica (-1, Kafka's "no replica")."""
+        return NO_LEADER
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveRaftVoterResponse:
+    error_code: ErrorCode
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRaftVoterRequest:
+    """A voter tells the leader its listeners and supported kraft.version range."""
+
+    cluster_id: str | None
+    current_leader_epoch: int
+    voter: ReplicaKey
+    listeners: tuple[Endpoint, ...]
+    min_supported_version: int = 0
+    max_supported_version: int = 1
+
+    @property
+    def replica_id(self) -> int:
+        """The sender: the voter itself."""
+        return self.voter.id
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRaftVoterResponse:
+    error_code: ErrorCode
+    leader_id: int = NO_LEADER
+    leader_epoch: int = NO_EPOCH
+
+
+#: The KIP-853 RPCs a leader handles (AddRaftVoter/RemoveRaftVoter from an admin client,
+#: UpdateRaftVoter from a voter).
+VoterChangeRequest = AddRaftVoterRequest | RemoveRaftVoterRequest | UpdateRaftVoterRequest
+VoterChangeResponse = AddRaftVoterResponse | RemoveRaftVoterResponse | UpdateRaftVoterResponse
+
 RaftRequest = (
     VoteRequest
     | BeginQuorumEpochRequest
     | EndQuorumEpochRequest
     | FetchRequest
     | FetchSnapshotRequest
+    | AddRaftVoterRequest
+    | RemoveRaftVoterRequest
+    | UpdateRaftVoterRequest
 )
 RaftResponse = (
     VoteResponse
@@ -189,6 +269,9 @@ RaftResponse = (
     | EndQuorumEpochResponse
     | FetchResponse
     | FetchSnapshotResponse
+    | AddRaftVoterResponse
+    | RemoveRaftVoterResponse
+    | UpdateRaftVoterResponse
 )
 REQUEST_TYPES = (
     VoteRequest,
@@ -196,6 +279,9 @@ REQUEST_TYPES = (
     EndQuorumEpochRequest,
     FetchRequest,
     FetchSnapshotRequest,
+    AddRaftVoterRequest,
+    RemoveRaftVoterRequest,
+    UpdateRaftVoterRequest,
 )
 
 

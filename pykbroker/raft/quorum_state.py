@@ -201,14 +201,18 @@ class QuorumState:
         config: QuorumConfig,
         random: RandomSource,
     ) -> None:
-        if not voters:
-            raise ValueError("controller.quorum.voters is empty")
+        # KIP-853: ``voters`` may be empty for an observer that has not read a VotersRecord
+        # yet (formatted with --no-initial-controllers); it learns them by fetching.
         self.node_id = node_id
         self.voters = voters
         self.config = config
         self.random = random
         self.state: Any = UnattachedState(0, NO_VOTE, None)
         self.election_retries = 0
+        #: KIP-853 / Raft dissertation 4.2.2: a node removed by a VotersRecord that is not
+        #: committed yet still runs elections (set by the replica), or a quorum that needs it
+        #: to replicate that record could never elect a leader.
+        self.electable_outside_voters = False
 
     # --- queries ---------------------------------------------------------------------------
 
@@ -227,11 +231,12 @@ class QuorumState:
 
     @property
     def is_voter(self) -> bool:
-        return self.node_id in self.voters
+        """Takes part in elections: in the voter set, or removed by an uncommitted change."""
+        return self.node_id in self.voters or self.electable_outside_voters
 
     @property
     def is_observer(self) -> bool:
-        return self.node_id not in self.voters
+        return not self.is_voter
 
     @property
     def is_only_voter(self) -> bool:
@@ -264,19 +269,21 @@ class QuorumState:
         """Start in the state the ``quorum-state`` file describes (Kafka's ``initialize``)."""
         election = election or ElectionState(0)
         deadline = None if self.is_observer else now_ms + self.random_election_timeout_ms()
-        if election.has_voted and self.is_observer:
-            raise ValueError(f"quorum-state {election} has a vote but node is not a voter")
+        # A vote in quorum-state of a node that is no longer a voter (KIP-853: removed) is
+        # kept: it cannot vote while an observer, and must not vote twice if re-added.
         if election.epoch < log_end.epoch:
             # The log saw a newer epoch than quorum-state (lost file): start unattached there.
             self.state = UnattachedState(log_end.epoch, NO_VOTE, deadline)
         elif election.leader_id == self.node_id:
             # A restarted leader resigns: it must not vote in, or lead, its old epoch again
-            # (its unflushed records of that epoch may be lost).
-            assert deadline is not None
+            # (its unflushed records of that epoch may be lost). Also when it is no longer a
+            # voter (it removed itself, KIP-853): it still remembers leading the epoch.
+            if deadline is None:
+                deadline = now_ms + self.random_election_timeout_ms()
             self.state = ResignedState(
                 election.epoch, self.node_id, deadline, (), set(self.remote_voters)
             )
-        elif election.has_leader and election.leader_id in self.voters:
+        elif election.has_leader and election.leader_id != self.node_id:
             self.state = FollowerState(
                 election.epoch,
                 election.leader_id,
@@ -314,7 +321,7 @@ class QuorumState:
         """Grant a vote: reset the election timeout, since the candidate has as good a chance
         to win as we have."""
         state = self.state
-        if self.is_observer or candidate_id == self.node_id or candidate_id not in self.voters:
+        if candidate_id == self.node_id or candidate_id < 0:
             raise AssertionError(f"cannot vote for {candidate_id}")
         if not isinstance(state, UnattachedState) or state.epoch != epoch or state.voted_id >= 0:
             raise AssertionError(f"cannot vote in epoch {epoch} from {state}")
@@ -324,7 +331,7 @@ class QuorumState:
 
     def transition_to_follower(self, epoch: int, leader_id: int, now_ms: int) -> None:
         state = self.state
-        if leader_id == self.node_id or leader_id not in self.voters:
+        if leader_id == self.node_id or leader_id < 0:
             raise AssertionError(f"cannot follow {leader_id}")
         if epoch < state.epoch:
             raise AssertionError(f"cannot follow in epoch {epoch} from {state}")
@@ -369,7 +376,7 @@ class QuorumState:
     def transition_to_leader(self, leader_state: Any) -> None:
         if not isinstance(self.state, CandidateState):
             raise AssertionError(f"cannot lead from {self.state}")
-        if len(self.state.granted) < self.majority:
+        if len(self.state.granted & self.voters) < self.majority:
             raise AssertionError("cannot lead without a majority of votes")
         self.election_retries = 0
         self.state = leader_state

@@ -22,15 +22,26 @@ the output order can crash at any point without breaking Raft's safety propertie
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .bootstrap import kraft_control_records
 from .config import QuorumConfig
+from .control_records import (
+    ControlRecordReader,
+    read_memory_control_records,
+    read_v2_control_records,
+)
 from .core import NotLeaderError
 from .election import ElectionHandlers
+from .kraft_control import KRaftControlRecordStateMachine
 from .leader_state import LeaderState, ReplicaState
-from .log import ReplicatedLog, end_offset
+from .log import ControlRecordType, ReplicatedLog, end_offset
+from .memory_log import MemoryLog
 from .messages import (
+    AddRaftVoterRequest,
     BeginQuorumEpochRequest,
     BeginQuorumEpochResponse,
     EndQuorumEpochRequest,
@@ -40,7 +51,9 @@ from .messages import (
     FetchSnapshotRequest,
     FetchSnapshotResponse,
     RaftMessage,
+    RemoveRaftVoterRequest,
     SnapshotId,
+    UpdateRaftVoterRequest,
     VoteRequest,
     VoteResponse,
 )
@@ -54,7 +67,9 @@ from .quorum_state import (
     ResignedState,
     UnattachedState,
 )
+from .reconfiguration import VoterChangeHandlers
 from .replication import ReplicationHandlers
+from .voter_set import VoterSet
 
 _MAX_POLL_ROUNDS = 5
 
@@ -70,7 +85,7 @@ class QuorumInfo:
     observers: tuple[ReplicaState, ...]
 
 
-class RaftReplica(ElectionHandlers, ReplicationHandlers):
+class RaftReplica(ElectionHandlers, ReplicationHandlers, VoterChangeHandlers):
     """One node of the metadata quorum (voter if ``node_id`` is in ``voters``, else observer)."""
 
     def __init__(
@@ -84,16 +99,43 @@ class RaftReplica(ElectionHandlers, ReplicationHandlers):
         cluster_id: str | None = None,
         election_state: ElectionState | None = None,
         now_ms: int = 0,
+        directory_id: uuid.UUID | None = None,
+        bootstrap_servers: Sequence[int] = (),
+        control_record_reader: ControlRecordReader | None = None,
     ) -> None:
-        """``election_state`` is what the ``quorum-state`` file held (None: no file)."""
+        """``voters`` are the static ``controller.quorum.voters`` ids (empty with
+        ``controller.quorum.bootstrap.servers``); the voter set is the latest VotersRecord of
+        the latest snapshot and the log when there is one (KIP-853, kraft.version 1).
+        ``election_state`` is what the ``quorum-state`` file held (None: no file);
+        ``directory_id`` this node's metadata ``directory.id``; ``bootstrap_servers`` the
+        node ids the driver maps to bootstrap addresses (observers fetch from them until they
+        know the leader); ``control_record_reader`` parses the log's bytes (default: by the
+        log's type, ``MemoryLog`` or v2 record batches)."""
+        if control_record_reader is None:
+            control_record_reader = (
+                read_memory_control_records
+                if isinstance(log, MemoryLog)
+                else read_v2_control_records
+            )
+        control = KRaftControlRecordStateMachine(VoterSet.from_ids(voters), control_record_reader)
+        latest = log.latest_snapshot_id
+        if latest is not None:
+            data = log.read_snapshot(latest)
+            if data is not None:
+                control.load_snapshot(latest, data)
+        control.update(log)
         super().__init__(
             node_id,
-            frozenset(voters),
+            control.last_voter_set.voter_ids,
             log,
             config=config or QuorumConfig(),
             random=random,
             cluster_id=cluster_id,
+            control=control,
+            directory_id=directory_id,
+            bootstrap_servers=tuple(bootstrap_servers),
         )
+        self._update_electable()
         self.quorum.initialize(election_state, end_offset(log), now_ms)
         self._persisted = election_state
         self._bootstrap_cursor = 0
@@ -123,6 +165,10 @@ class RaftReplica(ElectionHandlers, ReplicationHandlers):
             self._handle_end_quorum_epoch_request(message, body, now_ms)
         elif isinstance(body, FetchSnapshotRequest):
             self._handle_fetch_snapshot_request(message, body, now_ms)
+        elif isinstance(
+            body, AddRaftVoterRequest | RemoveRaftVoterRequest | UpdateRaftVoterRequest
+        ):
+            self._handle_voter_change_request(message, body, now_ms)
         else:
             self._handle_response(message, now_ms)
         self._poll(now_ms)
@@ -203,6 +249,30 @@ class RaftReplica(ElectionHandlers, ReplicationHandlers):
             self._log_changed()
         return snapshot_id
 
+    # --- KIP-853: the voter set -----------------------------------------------------------
+
+    @property
+    def voter_set(self) -> VoterSet:
+        """The latest voter set in the log (uncommitted included; static for kraft.version 0)."""
+        return self.control.last_voter_set
+
+    @property
+    def kraft_version(self) -> int:
+        return self.control.kraft_version
+
+    def voter_set_at(self, offset: int) -> VoterSet:
+        """The voter set in force at the record at ``offset`` (Kafka's ``voterSetAtOffset``)."""
+        return self.control.voter_set_at(offset)
+
+    def snapshot_control_records(self, end_offset: int) -> list[tuple[ControlRecordType, bytes]]:
+        """The KRaftVersionRecord and VotersRecord a snapshot ending at ``end_offset`` must hold
+        (after its SnapshotHeaderRecord, as Kafka's ``RecordsSnapshotWriter``); none for
+        kraft.version 0."""
+        offset = end_offset - 1
+        return kraft_control_records(
+            self.control.voter_set_at(offset), self.control.kraft_version_at(offset)
+        )
+
     def _epoch_of_record(self, offset: int) -> int:
         """The epoch of the record at ``offset``: the smallest epoch whose end is above it."""
         low, high = 0, max(self.log.last_fetched_epoch, 0)
@@ -223,9 +293,21 @@ class RaftReplica(ElectionHandlers, ReplicationHandlers):
             leader_id=self.node_id,
             leader_epoch=leader.epoch,
             high_watermark=-1 if leader.high_watermark is None else leader.high_watermark,
-            voters=tuple(leader.voter_states[v] for v in sorted(leader.voter_states)),
+            voters=tuple(
+                self._with_directory_id(leader.voter_states[v]) for v in sorted(leader.voter_states)
+            ),
             observers=tuple(leader.observer_states[o] for o in sorted(leader.observer_states)),
         )
+
+    def _with_directory_id(self, state: ReplicaState) -> ReplicaState:
+        """A voter's state with the directory id of its VotersRecord entry (DescribeQuorum v2)."""
+        if state.directory_id is not None:
+            return state
+        node = self.voter_set.voters.get(state.replica_id)
+        directory_id = node.key.directory_id if node is not None else None
+        if state.replica_id == self.node_id and directory_id is None:
+            directory_id = self.directory_id
+        return dataclasses.replace(state, directory_id=directory_id)
 
     # --- poll: what each state does when time passes ----------------------------------------
 
@@ -250,6 +332,16 @@ class RaftReplica(ElectionHandlers, ReplicationHandlers):
                 return
 
     def _poll_leader(self, state: LeaderState, now_ms: int) -> None:
+        self._expire_voter_change(state, now_ms)
+        removed_at = self.control.last_voter_set_offset
+        if (
+            self.node_id not in self.voters
+            and removed_at is not None
+            and state.high_watermark is not None
+            and state.high_watermark > removed_at
+        ):
+            # KIP-853: the leader removed itself and that is committed: step down.
+            state.resign_requested = True
         if state.resign_requested or state.check_quorum_expired(now_ms):
             self._to_resigned(state.non_leader_voters_by_descending_fetch_offset(), now_ms)
             return
@@ -322,8 +414,8 @@ class RaftReplica(ElectionHandlers, ReplicationHandlers):
 
     def _bootstrap_target(self, now_ms: int) -> int | None:
         """A voter to send an observer's discovery Fetch to, if none is in flight."""
-        voters = sorted(self.voters)
-        if any(self.requests.has_inflight(v, now_ms) for v in voters):
+        voters = [v for v in self.bootstrap_servers or sorted(self.voters) if v != self.node_id]
+        if not voters or any(self.requests.has_inflight(v, now_ms) for v in voters):
             return None
         for _ in range(len(voters)):
             self._bootstrap_cursor = (self._bootstrap_cursor + 1) % len(voters)
@@ -334,6 +426,10 @@ class RaftReplica(ElectionHandlers, ReplicationHandlers):
 
     def _poll_resigned(self, state: ResignedState, now_ms: int) -> None:
         if now_ms >= state.election_deadline_ms:
+            if self.quorum.is_observer:
+                # Removed from the voters (KIP-853): wait for the next leader as an observer.
+                self._to_unattached(state.epoch + 1, now_ms)
+                return
             self._to_candidate(now_ms)
             self._maybe_transition_forward(now_ms)
             return

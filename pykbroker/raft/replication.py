@@ -80,7 +80,11 @@ class ReplicationHandlers(ReplicaCore):
         log = self.log
         latest_snapshot = log.latest_snapshot_id
         high_watermark = -1 if leader.high_watermark is None else leader.high_watermark
-        if request.fetch_offset == 0 and latest_snapshot is not None:
+        if (
+            request.fetch_offset == 0
+            and latest_snapshot is not None
+            and latest_snapshot.offset > 0  # not Kafka's bootstrap checkpoint 0-0
+        ):
             return FetchResponse(
                 ErrorCode.NO_ERROR,
                 self.node_id,
@@ -111,7 +115,11 @@ class ReplicationHandlers(ReplicaCore):
         max_bytes = min(request.max_bytes, self.config.fetch_max_bytes)
         records = log.read(request.fetch_offset, max_bytes)
         if leader.update_replica_state(
-            request.replica_id, request.fetch_offset, log.log_end_offset, now_ms
+            request.replica_id,
+            request.fetch_offset,
+            log.log_end_offset,
+            now_ms,
+            request.replica_directory_id,
         ):
             self._on_leader_high_watermark(now_ms)
             high_watermark = -1 if leader.high_watermark is None else leader.high_watermark
@@ -129,6 +137,7 @@ class ReplicationHandlers(ReplicaCore):
         assert leader is not None
         assert leader.high_watermark is not None
         self._update_high_watermark(leader.high_watermark)
+        self._maybe_complete_voter_change()
         self._complete_parked_fetches(now_ms)
 
     def _complete_parked_fetches(self, now_ms: int, expired_only: bool = False) -> None:
@@ -156,6 +165,7 @@ class ReplicationHandlers(ReplicaCore):
             max_wait_ms=self.config.fetch_max_wait_ms,
             max_bytes=self.config.fetch_max_bytes,
             log_start_offset=self.log.log_start_offset,
+            replica_directory_id=self.directory_id,
         )
 
     def _handle_fetch_response(self, response: FetchResponse, now_ms: int) -> bool:
@@ -275,7 +285,9 @@ class ReplicationHandlers(ReplicaCore):
         if len(buffer) < response.size:
             return True
         state.fetching_snapshot = None
-        self.log.install_snapshot(snapshot_id, bytes(buffer))
+        data = bytes(buffer)
+        self.log.install_snapshot(snapshot_id, data)
+        self.control.load_snapshot(snapshot_id, data)
         self._truncated(snapshot_id.offset)
         self._out.snapshot_installed = snapshot_id
         if snapshot_id.offset > self.high_watermark:

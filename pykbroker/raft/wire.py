@@ -23,16 +23,21 @@ from typing import Any
 
 from pykbroker.api.protocol.errors import ErrorCode
 from pykbroker.api.protocol.messages import (
+    add_raft_voter,
     begin_quorum_epoch,
     describe_quorum,
     end_quorum_epoch,
     fetch,
     fetch_snapshot,
+    remove_raft_voter,
+    update_raft_voter,
     vote,
 )
 from pykbroker.api.protocol.schema import Message
 
 from .messages import (
+    AddRaftVoterRequest,
+    AddRaftVoterResponse,
     BeginQuorumEpochRequest,
     BeginQuorumEpochResponse,
     EndQuorumEpochRequest,
@@ -44,9 +49,21 @@ from .messages import (
     OffsetAndEpoch,
     RaftRequest,
     RaftResponse,
+    RemoveRaftVoterRequest,
+    RemoveRaftVoterResponse,
     SnapshotId,
+    UpdateRaftVoterRequest,
+    UpdateRaftVoterResponse,
     VoteRequest,
     VoteResponse,
+)
+from .voter_set import (
+    Endpoint as VoterEndpoint,
+)
+from .voter_set import (
+    ReplicaKey,
+    from_wire_directory_id,
+    wire_directory_id,
 )
 
 METADATA_TOPIC = "__cluster_metadata"
@@ -76,6 +93,9 @@ _APIS: dict[type, tuple[int, Message, Message, tuple[int, int]]] = {
     EndQuorumEpochRequest: (54, end_quorum_epoch.REQUEST, end_quorum_epoch.RESPONSE, (0, 1)),
     FetchRequest: (1, fetch.REQUEST, fetch.RESPONSE, (13, 18)),
     FetchSnapshotRequest: (59, fetch_snapshot.REQUEST, fetch_snapshot.RESPONSE, (0, 1)),
+    AddRaftVoterRequest: (80, add_raft_voter.REQUEST, add_raft_voter.RESPONSE, (0, 0)),
+    RemoveRaftVoterRequest: (81, remove_raft_voter.REQUEST, remove_raft_voter.RESPONSE, (0, 0)),
+    UpdateRaftVoterRequest: (82, update_raft_voter.REQUEST, update_raft_voter.RESPONSE, (0, 0)),
 }
 _RESPONSE_OF = {
     VoteResponse: VoteRequest,
@@ -83,6 +103,9 @@ _RESPONSE_OF = {
     EndQuorumEpochResponse: EndQuorumEpochRequest,
     FetchResponse: FetchRequest,
     FetchSnapshotResponse: FetchSnapshotRequest,
+    AddRaftVoterResponse: AddRaftVoterRequest,
+    RemoveRaftVoterResponse: RemoveRaftVoterRequest,
+    UpdateRaftVoterResponse: UpdateRaftVoterRequest,
 }
 _REQUEST_OF_KEY = {api[0]: request_type for request_type, api in _APIS.items()}
 
@@ -197,6 +220,8 @@ def to_wire(
         }
     if isinstance(body, FetchRequest):
         return _fetch_request_to_wire(body)
+    if isinstance(body, AddRaftVoterRequest | RemoveRaftVoterRequest | UpdateRaftVoterRequest):
+        return _voter_change_request_to_wire(body)
     if isinstance(body, FetchSnapshotRequest):
         partition = {
             "partition": METADATA_PARTITION,
@@ -213,6 +238,49 @@ def to_wire(
     return _response_to_wire(body)
 
 
+def _voter_change_request_to_wire(
+    body: AddRaftVoterRequest | RemoveRaftVoterRequest | UpdateRaftVoterRequest,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "cluster_id": body.cluster_id,
+        "voter_id": body.voter.id,
+        "voter_directory_id": wire_directory_id(body.voter.directory_id),
+    }
+    if isinstance(body, RemoveRaftVoterRequest):
+        return data
+    data["listeners"] = [{"name": e.name, "host": e.host, "port": e.port} for e in body.listeners]
+    if isinstance(body, AddRaftVoterRequest):
+        data["timeout_ms"] = body.timeout_ms
+        return data
+    data["current_leader_epoch"] = body.current_leader_epoch
+    data["k_raft_version_feature"] = {
+        "min_supported_version": body.min_supported_version,
+        "max_supported_version": body.max_supported_version,
+    }
+    return data
+
+
+def _voter_change_response_to_wire(
+    body: AddRaftVoterResponse | RemoveRaftVoterResponse | UpdateRaftVoterResponse,
+) -> dict[str, Any]:
+    if isinstance(body, UpdateRaftVoterResponse):
+        return {
+            "throttle_time_ms": 0,
+            "error_code": int(body.error_code),
+            "current_leader": {
+                "leader_id": body.leader_id,
+                "leader_epoch": body.leader_epoch,
+                "host": "",
+                "port": -1,
+            },
+        }
+    return {
+        "throttle_time_ms": 0,
+        "error_code": int(body.error_code),
+        "error_message": body.error_message,
+    }
+
+
 def _fetch_request_to_wire(body: FetchRequest) -> dict[str, Any]:
     partition = {
         "partition": METADATA_PARTITION,
@@ -221,6 +289,7 @@ def _fetch_request_to_wire(body: FetchRequest) -> dict[str, Any]:
         "last_fetched_epoch": body.last_fetched_epoch,
         "log_start_offset": body.log_start_offset,
         "partition_max_bytes": body.max_bytes,
+        "replica_directory_id": wire_directory_id(body.replica_directory_id),
     }
     return {
         "cluster_id": body.cluster_id,
@@ -241,6 +310,8 @@ def _fetch_request_to_wire(body: FetchRequest) -> dict[str, Any]:
 
 
 def _response_to_wire(body: RaftResponse) -> dict[str, Any]:
+    if isinstance(body, AddRaftVoterResponse | RemoveRaftVoterResponse | UpdateRaftVoterResponse):
+        return _voter_change_response_to_wire(body)
     top, error = _split_error(body.error_code)
     if isinstance(body, FetchResponse):
         diverging = body.diverging_epoch or OffsetAndEpoch(-1, -1)
@@ -341,6 +412,23 @@ def request_from_wire(api_key_: int, version: int, data: dict[str, Any]) -> Raft
             max_wait_ms=data["max_wait_ms"],
             max_bytes=min(data["max_bytes"], p["partition_max_bytes"]),
             log_start_offset=p["log_start_offset"],
+            replica_directory_id=from_wire_directory_id(p.get("replica_directory_id")),
+        )
+    if api_key_ in (80, 81, 82):
+        key = ReplicaKey(data["voter_id"], from_wire_directory_id(data["voter_directory_id"]))
+        if api_key_ == 81:
+            return RemoveRaftVoterRequest(data["cluster_id"], key)
+        listeners = tuple(VoterEndpoint(e["name"], e["host"], e["port"]) for e in data["listeners"])
+        if api_key_ == 80:
+            return AddRaftVoterRequest(data["cluster_id"], data["timeout_ms"], key, listeners)
+        feature = data["k_raft_version_feature"]
+        return UpdateRaftVoterRequest(
+            data["cluster_id"],
+            data["current_leader_epoch"],
+            key,
+            listeners,
+            feature["min_supported_version"],
+            feature["max_supported_version"],
         )
     if api_key_ == 59:
         p = _partition(data["topics"], "name", "partition")
@@ -358,6 +446,15 @@ def request_from_wire(api_key_: int, version: int, data: dict[str, Any]) -> Raft
 def response_from_wire(api_key_: int, version: int, data: dict[str, Any]) -> RaftResponse:
     """The dataclass of a decoded raft response."""
     top = ErrorCode(data["error_code"])
+    if api_key_ == 80:
+        return AddRaftVoterResponse(top, data["error_message"])
+    if api_key_ == 81:
+        return RemoveRaftVoterResponse(top, data["error_message"])
+    if api_key_ == 82:
+        leader = data.get("current_leader") or {}
+        return UpdateRaftVoterResponse(
+            top, leader.get("leader_id", -1), leader.get("leader_epoch", -1)
+        )
     if api_key_ in (52, 53, 54):
         if top != ErrorCode.NO_ERROR:
             partition: dict[str, Any] = {"error_code": top, "leader_id": -1, "leader_epoch": -1}
@@ -427,7 +524,7 @@ def describe_quorum_response(
             return [
                 {
                     "replica_id": s.replica_id,
-                    "replica_directory_id": ZERO_UUID,
+                    "replica_directory_id": wire_directory_id(getattr(s, "directory_id", None)),
                     "log_end_offset": s.log_end_offset,
                     "last_fetch_timestamp": s.last_fetch_timestamp,
                     "last_caught_up_timestamp": s.last_caught_up_timestamp,

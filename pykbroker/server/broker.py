@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import uuid
 from typing import Any
 
 import trio
@@ -57,7 +58,7 @@ from .raft_driver import MetadataLogRetention, RaftDriver, VoterEndpoint
 from .raft_log import METADATA_PARTITION_DIR, KafkaReplicatedLog
 from .replica_fetcher import ReplicaFetcherConfig, ReplicaFetcherManager
 from .socket_server import ConnectionHandler
-from .storage import check_log_dirs, ensure_formatted
+from .storage import check_log_dirs, ensure_formatted, kafka_uuid, read_meta_properties
 from .txn_wiring import build_transaction_coordinator
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,15 @@ class BrokerServer:
             v.node_id: VoterEndpoint(v.node_id, v.host, v.port)
             for v in self.config.controller_quorum_voters
         }
+        if not voters and self.config.quorum_bootstrap_addresses:
+            return {}  # KIP-853: the voters come from the log (controller.quorum.bootstrap.servers)
         # Without controller.quorum.voters a node is a one-voter quorum of itself.
         return voters or {self.config.node_id: VoterEndpoint(self.config.node_id, "", -1)}
+
+    def _metadata_directory_id(self) -> uuid.UUID | None:
+        """The metadata log dir's ``directory.id`` (KIP-853's replica directory id)."""
+        directory_id = read_meta_properties(self.config.log_dirs[0]).get("directory.id")
+        return kafka_uuid(directory_id) if directory_id else None
 
     async def _serve(
         self,
@@ -219,6 +227,8 @@ class BrokerServer:
             retention=MetadataLogRetention(
                 config.metadata_max_retention_bytes, config.metadata_max_retention_ms
             ),
+            directory_id=self._metadata_directory_id(),
+            bootstrap_servers=config.quorum_bootstrap_addresses,
         )
         channel = ControllerChannel(driver, node_id=config.node_id)
         controller = QuorumController(

@@ -10,10 +10,13 @@ AlterConfigs (v0-2), IncrementalAlterConfigs (v0-1), AllocateProducerIds (v0), A
 (v2-3, as Kafka 4.x: topic ids; v2 ISRs carry no broker epochs), ElectLeaders (v0-2) and
 UnregisterBroker (v0). A node that is not the Raft leader answers the controller RPCs with
 NOT_CONTROLLER, as Kafka's controller does; the broker's ``ControllerChannel`` then retries with
-the new leader.
+the new leader. KIP-853: AddRaftVoter (80), RemoveRaftVoter (81) and UpdateRaftVoter (82), v0,
+go to the ``RaftDriver`` like the Raft RPCs (a non-leader answers NOT_LEADER_OR_FOLLOWER), and
+Fetch v16+ / FetchSnapshot v1+ responses carry the leader's CONTROLLER endpoint in
+``NodeEndpoints`` (Kafka's ``KafkaRaftClient``), so an observer that only knows the bootstrap
+servers finds the leader.
 
-Not served here (Kafka's controller has them): DescribeConfigs, AddRaftVoter/RemoveRaftVoter
-(KIP-853), Envelope.
+Not served here (Kafka's controller has them): DescribeConfigs, Envelope.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.coordinator.transaction.producer_id_manager import PRODUCER_ID_BLOCK_SIZE
 from pykbroker.metadata.replication_control import AlterPartitionItem
 from pykbroker.raft import (
+    AddRaftVoterRequest,
+    AddRaftVoterResponse,
     BeginQuorumEpochRequest,
     BeginQuorumEpochResponse,
     EndQuorumEpochRequest,
@@ -49,6 +54,10 @@ from pykbroker.raft import (
     FetchSnapshotResponse,
     RaftRequest,
     RaftResponse,
+    RemoveRaftVoterRequest,
+    RemoveRaftVoterResponse,
+    UpdateRaftVoterRequest,
+    UpdateRaftVoterResponse,
     VoteRequest,
     VoteResponse,
     wire,
@@ -58,7 +67,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[RequestContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
-_RAFT_APIS = (ApiKey.VOTE, ApiKey.BEGIN_QUORUM_EPOCH, ApiKey.END_QUORUM_EPOCH, 1, 59)
+_RAFT_APIS = (ApiKey.VOTE, ApiKey.BEGIN_QUORUM_EPOCH, ApiKey.END_QUORUM_EPOCH, 1, 59, 80, 81, 82)
 
 
 def error_raft_response(body: RaftRequest, code: ErrorCode) -> RaftResponse:
@@ -71,6 +80,12 @@ def error_raft_response(body: RaftRequest, code: ErrorCode) -> RaftResponse:
         return EndQuorumEpochResponse(code, -1, -1)
     if isinstance(body, FetchRequest):
         return FetchResponse(code, -1, -1)
+    if isinstance(body, AddRaftVoterRequest):
+        return AddRaftVoterResponse(code)
+    if isinstance(body, RemoveRaftVoterRequest):
+        return RemoveRaftVoterResponse(code)
+    if isinstance(body, UpdateRaftVoterRequest):
+        return UpdateRaftVoterResponse(code)
     return FetchSnapshotResponse(code, -1, -1)
 
 
@@ -81,12 +96,25 @@ def _raft_handler(api_key: int) -> Handler:
             body = wire.request_from_wire(api_key, version, request)
         except (wire.WireError, KeyError) as exc:
             return error_response(api_key, version, request, ErrorCode.INVALID_REQUEST, str(exc))
-        response = await ctx.broker.service("raft").handle_request(body)
+        driver = ctx.broker.service("raft")
+        response = await driver.handle_request(body)
         if response is None:
             response = error_raft_response(body, ErrorCode.REQUEST_TIMED_OUT)
-        return wire.to_wire(response, version)
+        data = wire.to_wire(response, version)
+        if (api_key == 1 and version >= 16) or (api_key == 59 and version >= 1):
+            data["node_endpoints"] = _leader_node_endpoints(driver, response)
+        return data
 
     return handle
+
+
+def _leader_node_endpoints(driver: Any, response: RaftResponse) -> list[dict[str, Any]]:
+    """``NodeEndpoints`` of a Fetch/FetchSnapshot response: the leader it names, if known."""
+    leader_id = getattr(response, "leader_id", -1)
+    endpoint = driver.endpoint_of(leader_id) if leader_id >= 0 else None
+    if endpoint is None or endpoint.port < 0:
+        return []
+    return [{"node_id": leader_id, "host": endpoint.host, "port": endpoint.port}]
 
 
 def _controller_only(handler: Handler, api_key: int) -> Handler:

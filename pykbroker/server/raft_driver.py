@@ -19,6 +19,16 @@ arrive from the CONTROLLER listener's handlers (``handle_request``) and wait for
 response (a Fetch may be parked up to its ``max_wait_ms``). A timer task ticks the replica at
 ``RaftOutput.next_tick_ms``.
 
+Dynamic quorums (KIP-853): with ``controller.quorum.bootstrap.servers`` instead of
+``controller.quorum.voters`` the replica starts with no static voters and reads the voter set
+from the log's VotersRecords (the bootstrap checkpoint ``pykbroker format --standalone |
+--initial-controllers`` wrote, or the leader's log); after every output the driver takes the
+voters' endpoints from it (``_sync_voter_endpoints``). The bootstrap addresses get pseudo node
+ids -2, -3, ... (as Kafka's ``QuorumConfig``): an observer with no known leader sends its
+Fetch there, and learns the leader's endpoint from the response's ``NodeEndpoints``.
+AddRaftVoter / RemoveRaftVoter / UpdateRaftVoter arrive through ``handle_request`` like the other
+raft RPCs and wait until the new VotersRecord commits (AddRaftVoter: up to its ``timeout_ms``).
+
 Pre-vote (KIP-996) is on by default (``QuorumConfig.pre_vote_enabled``, as Kafka 4.x always
 does): a voter whose fetch timer expires first asks for pre-votes in its current epoch and only
 bumps the epoch once a majority would vote for it, so a partitioned or restarted voter rejoins
@@ -38,6 +48,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -48,6 +59,8 @@ from pykbroker.api.protocol.codec import CodecError
 from pykbroker.api.protocol.errors import ErrorCode
 from pykbroker.clock import wall_clock_ms
 from pykbroker.raft import (
+    AddRaftVoterRequest,
+    AddRaftVoterResponse,
     BeginQuorumEpochRequest,
     BeginQuorumEpochResponse,
     EndQuorumEpochRequest,
@@ -63,12 +76,18 @@ from pykbroker.raft import (
     RaftReplica,
     RaftRequest,
     RaftResponse,
+    RemoveRaftVoterRequest,
+    RemoveRaftVoterResponse,
     SnapshotId,
+    UpdateRaftVoterRequest,
+    UpdateRaftVoterResponse,
     VoteRequest,
     VoteResponse,
     wire,
 )
+from pykbroker.raft.log import ControlRecordType
 from pykbroker.raft.messages import REQUEST_TYPES
+from pykbroker.raft.voter_set import SUPPORTED_KRAFT_VERSIONS, Endpoint
 
 from .network_client import NodeConnection, NodeUnavailable
 from .quorum_state_store import FileQuorumStateStore
@@ -78,10 +97,12 @@ log = logging.getLogger(__name__)
 
 #: The version of each raft API this driver sends at most (Kafka 4.1 sends the newest both sides
 #: support, so Vote v2 -- with PreVote -- to 4.x voters).
-OUTBOUND_VERSIONS: dict[int, int] = {52: 2, 53: 1, 54: 1, 1: 17, 59: 1}
+OUTBOUND_VERSIONS: dict[int, int] = {52: 2, 53: 1, 54: 1, 1: 17, 59: 1, 82: 0}
 API_VERSIONS_KEY = 18
 #: Without a timer the driver still ticks this often (ms).
 _IDLE_TICK_MS = 1000
+#: Hosts that are not an address another node can reach (never sent in UpdateRaftVoter).
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 #: How often the log is checked against the retention settings besides after a snapshot.
 _CLEAN_INTERVAL_MS = 60_000
 
@@ -110,7 +131,9 @@ class MetadataLogRetention:
 
 @dataclass(frozen=True, slots=True)
 class VoterEndpoint:
-    """A voter's CONTROLLER endpoint, from ``controller.quorum.voters``."""
+    """A voter's CONTROLLER endpoint: from ``controller.quorum.voters``, the voter set's
+    VotersRecord (KIP-853), or a ``controller.quorum.bootstrap.servers`` address (pseudo node
+    ids -2, -3, ...)."""
 
     node_id: int
     host: str
@@ -150,7 +173,19 @@ def local_error_response(body: RaftRequest, error: ErrorCode) -> RaftResponse:
         return EndQuorumEpochResponse(error, -1, -1)
     if isinstance(body, FetchRequest):
         return FetchResponse(error, -1, -1)
+    if isinstance(body, AddRaftVoterRequest):
+        return AddRaftVoterResponse(error)
+    if isinstance(body, RemoveRaftVoterRequest):
+        return RemoveRaftVoterResponse(error)
+    if isinstance(body, UpdateRaftVoterRequest):
+        return UpdateRaftVoterResponse(error)
     return FetchSnapshotResponse(error, -1, -1)
+
+
+def bootstrap_ids(count: int) -> list[int]:
+    """The pseudo node ids of ``count`` ``controller.quorum.bootstrap.servers`` addresses
+    (Kafka's ``QuorumConfig`` gives them -2, -3, ...: never a real node id)."""
+    return [-2 - i for i in range(count)]
 
 
 class RaftDriver:
@@ -170,9 +205,29 @@ class RaftDriver:
         clock: Callable[[], int] = wall_clock_ms,
         rng: random.Random | None = None,
         retention: MetadataLogRetention | None = None,
+        directory_id: uuid.UUID | None = None,
+        bootstrap_servers: Sequence[tuple[str, int]] = (),
     ) -> None:
         self.node_id = node_id
+        #: The voters' CONTROLLER endpoints: the static ``controller.quorum.voters``, or, with
+        #: a dynamic quorum (kraft.version 1), the latest VotersRecord's, updated after every
+        #: output of the replica.
         self.voters = dict(voters)
+        self._static_voters = frozenset(voters)
+        self.directory_id = directory_id
+        #: ``controller.quorum.bootstrap.servers`` by pseudo node id (-2, -3, ...).
+        self.bootstrap_servers = {
+            pseudo: VoterEndpoint(pseudo, host, port)
+            for pseudo, (host, port) in zip(
+                bootstrap_ids(len(bootstrap_servers)), bootstrap_servers, strict=True
+            )
+        }
+        #: Leader endpoints learnt from responses' ``NodeEndpoints`` (Fetch v16+,
+        #: FetchSnapshot v1+): how an observer that knows no voter set reaches the leader.
+        self._learnt: dict[int, VoterEndpoint] = {}
+        #: UpdateRaftVoter: in flight, and not sent again before this time (ms).
+        self._updating_voter = False
+        self._next_update_voter_ms = 0
         self.log = log
         self.store = store
         self.cluster_id = cluster_id
@@ -215,8 +270,23 @@ class RaftDriver:
 
     def leader_endpoint(self) -> VoterEndpoint | None:
         """The CONTROLLER endpoint of the current leader, if known."""
-        leader = self.leader_and_epoch.leader_id
-        return self.voters.get(leader) if leader >= 0 else None
+        return self.endpoint_of(self.leader_and_epoch.leader_id)
+
+    def endpoint_of(self, node_id: int) -> VoterEndpoint | None:
+        """Where to reach ``node_id``: a voter, a leader learnt from a response, or a
+        bootstrap server (pseudo id)."""
+        if node_id in self.voters:
+            return self.voters[node_id]
+        if node_id <= -2:
+            return self.bootstrap_servers.get(node_id)
+        return self._learnt.get(node_id) if node_id >= 0 else None
+
+    def snapshot_control_records(self, end_offset: int) -> list[tuple[ControlRecordType, bytes]]:
+        """The KRaftVersionRecord and VotersRecord a metadata snapshot ending at
+        ``end_offset`` carries after its header (none for kraft.version 0)."""
+        if self._replica is None:
+            return []
+        return self._replica.snapshot_control_records(end_offset)
 
     def append(self, records: Sequence[bytes]) -> int:
         """Leader only (else ``NotLeaderError``): append ``records`` as one batch in the current
@@ -271,6 +341,10 @@ class RaftDriver:
         if self._replica is None or self._closed:
             return None
         source = _source_of(body)
+        timeout_ms = self.config.controller_quorum_request_timeout_ms
+        if isinstance(body, AddRaftVoterRequest):
+            # Answered when the new VotersRecord commits, at most ``timeout_ms`` later.
+            timeout_ms = max(timeout_ms, body.timeout_ms)
         correlation_id = next(self._inbound_ids)
         pending = _Pending()
         key = (source, correlation_id)
@@ -278,7 +352,8 @@ class RaftDriver:
         try:
             message = RaftMessage(source, self.node_id, correlation_id, body)
             self._process(self._replica.step(message, self._clock()))
-            with trio.move_on_after(self.config.controller_quorum_request_timeout_ms / 1000):
+            # The replica answers a voter change itself at its deadline; wait a little longer.
+            with trio.move_on_after(timeout_ms / 1000 + 1.0):
                 await pending.done.wait()
         finally:
             del self._pending[key]
@@ -291,16 +366,22 @@ class RaftDriver:
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
+                static = self._static_voters
+                if not static and not self.bootstrap_servers:
+                    static = frozenset({self.node_id})  # a one-voter quorum of itself
                 self._replica = RaftReplica(
                     self.node_id,
-                    frozenset(self.voters) or frozenset({self.node_id}),
+                    static,
                     self.log,
                     random=self._rng,
                     config=self.config,
                     cluster_id=self.cluster_id,
                     election_state=self.store.read(),
                     now_ms=self._clock(),
+                    directory_id=self.directory_id,
+                    bootstrap_servers=list(self.bootstrap_servers),
                 )
+                self._sync_voter_endpoints()
                 latest = self.latest_snapshot()
                 if latest is not None:  # Kafka's listeners load the latest snapshot first
                     self._load_snapshot(*latest)
@@ -335,6 +416,7 @@ class RaftDriver:
     def _process(self, out: RaftOutput) -> None:
         if self._closed:
             return
+        self._sync_voter_endpoints()
         if out.persist_election_state is not None:
             self.store.write(out.persist_election_state, sorted(self.voters))
         if out.flush_log:
@@ -369,10 +451,115 @@ class RaftDriver:
             self.log.high_watermark = out.high_watermark
             for listener in self._listeners:
                 listener.handle_commit(out.high_watermark)
+        self._maybe_update_voter()
         previous = self._next_tick_ms
         self._next_tick_ms = out.next_tick_ms
         if out.next_tick_ms is not None and (previous is None or out.next_tick_ms < previous):
             self._timer_changed.set()
+
+    def _sync_voter_endpoints(self) -> None:
+        """KIP-853: with kraft.version 1 the voters and their endpoints are the latest
+        VotersRecord's (Kafka's ``KafkaRaftClient`` updates its network channel from the voter
+        set); a voter whose endpoint changed gets a new connection."""
+        replica = self._replica
+        if replica is None or replica.kraft_version < 1:
+            return
+        voter_set = replica.voter_set
+        voters: dict[int, VoterEndpoint] = {}
+        for voter_id in sorted(voter_set.voter_ids):
+            endpoints = voter_set.endpoints(voter_id)
+            chosen = next((e for e in endpoints if e.name == self.listener_name), None)
+            if chosen is None and endpoints:
+                chosen = endpoints[0]
+            if chosen is not None:
+                voters[voter_id] = VoterEndpoint(voter_id, chosen.host, chosen.port)
+            elif voter_id == self.node_id and self.controller_endpoint is not None:
+                host, port = self.controller_endpoint
+                voters[voter_id] = VoterEndpoint(voter_id, host, port)
+        if voters == self.voters:
+            return
+        log.info(
+            "raft: node %d sees voters %s",
+            self.node_id,
+            ", ".join(f"{v.node_id}@{v.host}:{v.port}" for v in voters.values()),
+        )
+        for voter_id, endpoint in voters.items():
+            old = self.voters.get(voter_id) or self._learnt.get(voter_id)
+            if old is not None and (old.host, old.port) != (endpoint.host, endpoint.port):
+                self._drop_connection(voter_id)
+        self.voters = voters
+
+    def _maybe_update_voter(self) -> None:
+        """KIP-853: a voter whose CONTROLLER endpoint differs from its VotersRecord entry tells
+        the leader with UpdateRaftVoter (Kafka's follower ``pollFollowerAsVoter`` /
+        ``shouldSendUpdateVoteRequest``), retried every ``controller.quorum.request.timeout.ms``
+        until the new VotersRecord arrives."""
+        replica = self._replica
+        endpoint = self.controller_endpoint
+        if (
+            replica is None
+            or self._nursery is None
+            or self._updating_voter
+            or endpoint is None
+            or endpoint[0] in _WILDCARD_HOSTS
+            or replica.kraft_version < 1
+            or replica.is_leader
+            or self.leader_and_epoch.leader_id < 0
+        ):
+            return
+        node = replica.voter_set.voters.get(self.node_id)
+        if node is None or node.key.directory_id != self.directory_id:
+            return
+        wanted = (Endpoint(self.listener_name, endpoint[0], endpoint[1]),)
+        if node.endpoints == wanted:
+            return
+        now = self._clock()
+        if now < self._next_update_voter_ms:
+            return
+        self._next_update_voter_ms = now + self.config.controller_quorum_request_timeout_ms
+        self._updating_voter = True
+        request = UpdateRaftVoterRequest(
+            self.cluster_id,
+            self.leader_and_epoch.epoch,
+            node.key,
+            wanted,
+            SUPPORTED_KRAFT_VERSIONS[0],
+            SUPPORTED_KRAFT_VERSIONS[-1],
+        )
+        self._nursery.start_soon(self._send_update_voter, self.leader_and_epoch.leader_id, request)
+
+    async def _send_update_voter(self, leader_id: int, request: UpdateRaftVoterRequest) -> None:
+        try:
+            response = await self._exchange(leader_id, request)
+            log.info(
+                "raft: node %d sent UpdateRaftVoter %s to %d: %s",
+                self.node_id,
+                ", ".join(f"{e.name}://{e.host}:{e.port}" for e in request.listeners),
+                leader_id,
+                response.error_code.name,
+            )
+        finally:
+            self._updating_voter = False
+
+    def _learn_endpoints(self, answer: dict[str, Any]) -> None:
+        """Leader endpoints from a response's ``NodeEndpoints`` (Kafka's
+        ``KafkaRaftClient.handleFetchResponse`` passes them to ``maybeTransition``)."""
+        for item in answer.get("node_endpoints") or ():
+            node_id, host, port = item["node_id"], item["host"], item["port"]
+            if node_id < 0 or node_id in self.voters or port <= 0:
+                continue
+            endpoint = VoterEndpoint(node_id, host, port)
+            old = self._learnt.get(node_id)
+            if old != endpoint:
+                if old is not None:
+                    self._drop_connection(node_id)
+                self._learnt[node_id] = endpoint
+
+    def _drop_connection(self, node_id: int) -> None:
+        connection = self._connections.pop(node_id, None)
+        self._peer_versions.pop(node_id, None)
+        if connection is not None and self._nursery is not None:
+            self._nursery.start_soon(connection.aclose)
 
     def _load_snapshot(self, snapshot_id: SnapshotId, data: bytes) -> None:
         log.info("raft: node %d loads metadata snapshot %s", self.node_id, snapshot_id)
@@ -384,8 +571,8 @@ class RaftDriver:
     def _connection(self, node_id: int) -> NodeConnection | None:
         connection = self._connections.get(node_id)
         if connection is None:
-            endpoint = self.voters.get(node_id)
-            if endpoint is None:
+            endpoint = self.endpoint_of(node_id)
+            if endpoint is None or endpoint.port < 0:
                 return None
             connection = NodeConnection(
                 endpoint.host,
@@ -423,6 +610,7 @@ class RaftDriver:
                     log.info("raft: node %d cannot send to %d: %s", self.node_id, destination, exc)
                     return local_error_response(body, ErrorCode.UNSUPPORTED_VERSION)
                 answer = await connection.request(api_key, version, data)
+            self._learn_endpoints(answer)
             return wire.response_from_wire(api_key, version, answer)
         except (NodeUnavailable, trio.TooSlowError) as exc:
             self._peer_versions.pop(destination, None)  # a new connection asks again

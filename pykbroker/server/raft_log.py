@@ -402,8 +402,9 @@ class KafkaReplicatedLog:
         for _ in range(len(self._snapshots) + 1):  # each round drops a snapshot or stops
             ordered = sorted(self._snapshots, key=lambda s: (s.offset, s.epoch))
             chain: list[SnapshotId | None] = [*ordered]
-            if self.earliest_snapshot_id is None:
-                chain.insert(0, None)  # the log start, with no snapshot there
+            if not any(s.offset <= self.log_start_offset for s in ordered):
+                # The log start, with no snapshot there (a 0-0 bootstrap checkpoint is one).
+                chain.insert(0, None)
             if len(chain) < 2:
                 return cleaned
             oldest, successor = chain[0], chain[1]

@@ -19,7 +19,13 @@ Invariants checked after every event (``SimulationFailure`` names the seed):
 * after the faults stop (heal), a leader is elected and commits within a bounded time, every
   node catches up, and every append acknowledged as committed is in every node's state.
 
-``replay(seed, voters=..., observers=...)`` reruns one schedule exactly.
+With ``dynamic=True`` (KIP-853) the initial voters are formatted with a bootstrap checkpoint
+(kraft.version 1, ``--initial-controllers``), the others with ``--no-initial-controllers`` and
+``controller.quorum.bootstrap.servers``; an admin client sends AddRaftVoter / RemoveRaftVoter
+(one at a time, the leader refuses a second) to the leader while the faults happen, and one more
+invariant is checked: the voter set in force at a committed offset is the same on every node.
+
+``replay(seed, voters=..., observers=..., dynamic=...)`` reruns one schedule exactly.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from pykbroker.api.protocol.errors import ErrorCode
 from pykbroker.raft import (
     NotLeaderError,
     QuorumConfig,
@@ -38,6 +45,14 @@ from pykbroker.raft import (
     RaftReplica,
     VoteResponse,
 )
+from pykbroker.raft.bootstrap import BOOTSTRAP_SNAPSHOT_ID, kraft_control_records, memory_snapshot
+from pykbroker.raft.messages import (
+    AddRaftVoterRequest,
+    AddRaftVoterResponse,
+    RemoveRaftVoterRequest,
+    RemoveRaftVoterResponse,
+)
+from pykbroker.raft.voter_set import VoterSet
 
 from .contract import check_output_contract
 from .simulation_support import (
@@ -45,10 +60,16 @@ from .simulation_support import (
     SimNode,
     SimulationFailure,
     SimulationStats,
+    decode_memory_snapshot,
     decode_state,
+    directory_id,
     election_bound_ms,
     encode_state,
+    voter_node,
 )
+
+#: The admin client's node id in ``RaftMessage`` (node ids start at 1).
+ADMIN_CLIENT = 0
 
 __all__ = ["SIM_CONFIG", "SimulatedCluster", "SimulationFailure", "SimulationStats", "replay"]
 
@@ -64,8 +85,10 @@ class SimulatedCluster:
         *,
         config: QuorumConfig = SIM_CONFIG,
         fault_ms: int | None = None,
+        dynamic: bool = False,
     ) -> None:
         self.seed, self.voter_count, self.observer_count = seed, voters, observers
+        self.dynamic = dynamic
         self.rng = random.Random(seed)
         self.config = config
         self.voter_ids = frozenset(range(1, voters + 1))
@@ -101,13 +124,24 @@ class SimulatedCluster:
         self._connections: dict[int, tuple[int, int, int]] = {}
         self._next_wire_id = 0
         self.trace: list[str] | None = None
+        #: Offset -> voter ids in force there, fixed by the first node whose HW passed it.
+        self.committed_voters: dict[int, frozenset[int]] = {}
+        self._admin_correlation = 0
+        if dynamic:
+            bootstrap = memory_snapshot(
+                kraft_control_records(VoterSet.of(voter_node(i) for i in self.voter_ids))
+            )
+            for node_id in self.voter_ids:  # kafka-storage format --initial-controllers
+                self.nodes[node_id].log.create_snapshot(BOOTSTRAP_SNAPSHOT_ID, bootstrap)
 
     # --- plumbing ----------------------------------------------------------------------------
 
     def fail(self, message: str) -> SimulationFailure:
+        dynamic = ", dynamic=True" if self.dynamic else ""
         return SimulationFailure(
             f"{message}\n  at t={self.now} ms; replay with "
-            f"replay({self.seed}, voters={self.voter_count}, observers={self.observer_count})"
+            f"replay({self.seed}, voters={self.voter_count}, observers={self.observer_count}"
+            f"{dynamic})"
         )
 
     def _schedule(self, time_ms: int, kind: str, payload: Any = None) -> None:
@@ -192,6 +226,9 @@ class SimulatedCluster:
 
     def _send(self, message: RaftMessage) -> None:
         stats, rng = self.stats, self.rng
+        if message.destination == ADMIN_CLIENT:
+            self._on_admin_response(message)
+            return
         stats.messages_sent += 1
         if (message.source, message.destination) in self.blocked or rng.random() < self.drop_rate:
             stats.messages_dropped += 1
@@ -226,7 +263,7 @@ class SimulatedCluster:
     # --- the application: committed records and snapshots ------------------------------------
 
     def _load_snapshot(self, node: SimNode, data: bytes) -> None:
-        values = decode_state(data)
+        values = self._decode_snapshot(data)
         for offset, value in enumerate(values):
             if offset >= len(self.committed) or self.committed[offset][1] != value:
                 raise self.fail(f"node {node.node_id}: snapshot disagrees at offset {offset}")
@@ -271,20 +308,36 @@ class SimulatedCluster:
     def _start(self, node: SimNode) -> None:
         node.incarnation += 1
         node.tick_at = None
-        replica = RaftReplica(
-            node.node_id,
-            self.voter_ids,
-            node.log,
-            random=random.Random(self.rng.getrandbits(32)),
-            config=self.config,
-            cluster_id="sim-cluster",
-            election_state=node.durable_election,
-            now_ms=self.now,
-        )
+        if self.dynamic:  # controller.quorum.bootstrap.servers, no static voters
+            replica = RaftReplica(
+                node.node_id,
+                frozenset(),
+                node.log,
+                random=random.Random(self.rng.getrandbits(32)),
+                config=self.config,
+                cluster_id="sim-cluster",
+                election_state=node.durable_election,
+                now_ms=self.now,
+                directory_id=directory_id(node.node_id),
+                # every controller, as an operator lists them (Kafka's observers only ever
+                # ask these; listing only removed voters would leave them lost)
+                bootstrap_servers=sorted(self.nodes),
+            )
+        else:
+            replica = RaftReplica(
+                node.node_id,
+                self.voter_ids,
+                node.log,
+                random=random.Random(self.rng.getrandbits(32)),
+                config=self.config,
+                cluster_id="sim-cluster",
+                election_state=node.durable_election,
+                now_ms=self.now,
+            )
         node.replica = replica
         latest = node.log.latest_snapshot_id
         data = node.log.read_snapshot(latest) if latest is not None else None
-        node.applied = decode_state(data) if data is not None else []
+        node.applied = self._decode_snapshot(data) if data is not None else []
         if data is not None:
             self._load_snapshot(node, data)
         node.last_high_watermark = replica.high_watermark
@@ -378,7 +431,10 @@ class SimulatedCluster:
             return
         rng = self.rng
         alive = self._alive()
-        kind = rng.choice(["crash", "crash", "partition", "partition", "snapshot", "resign"])
+        kinds = ["crash", "crash", "partition", "partition", "snapshot", "resign"]
+        kind = rng.choice([*kinds, "reconfigure", "reconfigure"] if self.dynamic else kinds)
+        if kind == "reconfigure":
+            self._reconfigure()
         if kind == "crash" and alive:
             node = rng.choice(alive)
             if rng.random() < 0.5:
@@ -413,15 +469,72 @@ class SimulatedCluster:
                 self._process(node, node.replica.take_output())
         self._schedule(self.now + rng.randint(1, 2 * self.fault_interval_ms), "fault")
 
+    # --- KIP-853: voter changes ----------------------------------------------------------------
+
+    def _decode_snapshot(self, data: bytes) -> list[bytes]:
+        return decode_memory_snapshot(data) if self.dynamic else decode_state(data)
+
+    def _reconfigure(self) -> None:
+        """The admin client asks a leader to add an observer or remove a voter (maybe itself)."""
+        rng = self.rng
+        leaders = [n for n in self._alive() if n.replica is not None and n.replica.is_leader]
+        if not leaders:
+            return
+        node = rng.choice(leaders)
+        replica = node.replica
+        assert replica is not None
+        voters = replica.voter_set
+        observers = sorted(set(self.nodes) - voters.voter_ids)
+        request: AddRaftVoterRequest | RemoveRaftVoterRequest
+        if len(voters) > 1 and (not observers or rng.random() < 0.5):
+            key = rng.choice(voters.voter_keys)
+            request = RemoveRaftVoterRequest("sim-cluster", key)
+        elif observers:
+            new = voter_node(rng.choice(observers))
+            request = AddRaftVoterRequest("sim-cluster", 500 * self.scale, new.key, new.endpoints)
+        else:
+            return
+        self._admin_correlation += 1
+        self.stats.voter_changes_requested += 1
+        message = RaftMessage(ADMIN_CLIENT, node.node_id, self._admin_correlation, request)
+        self._log(f"admin -> {node.node_id}: {request}")
+        self._process(node, replica.step(message, self.now), message)
+
+    def _on_admin_response(self, message: RaftMessage) -> None:
+        body = message.body
+        if not isinstance(body, AddRaftVoterResponse | RemoveRaftVoterResponse):
+            raise self.fail(f"unexpected message for the admin client: {body}")
+        self._log(f"{message.source} -> admin: {body}")
+        if body.error_code == ErrorCode.NO_ERROR:
+            self.stats.voter_changes_committed += 1
+        else:
+            self.stats.voter_changes_refused += 1
+
+    def _check_committed_voters(self, node: SimNode, replica: RaftReplica) -> None:
+        """The voter set in force at a committed offset is the same on every node."""
+        offset = replica.high_watermark - 1
+        latest = node.log.latest_snapshot_id
+        if offset < 0 or (latest is not None and offset < latest.offset - 1):
+            return  # below the snapshot this node started from: it knows no history there
+        voters = replica.voter_set_at(offset).voter_ids
+        known = self.committed_voters.setdefault(offset, voters)
+        if known != voters:
+            raise self.fail(
+                f"node {node.node_id}: voters at committed offset {offset} are "
+                f"{sorted(voters)}, others saw {sorted(known)}"
+            )
+
     def _snapshot(self, node: SimNode) -> None:
         replica = node.replica
         assert replica is not None
         end_offset = len(node.applied)
         if end_offset <= node.log.log_start_offset or end_offset > replica.high_watermark:
             return
-        replica.create_snapshot(
-            end_offset, encode_state(node.applied), delete_log_before=self.rng.random() < 0.8
-        )
+        if self.dynamic:  # the voters at the snapshot's end go in it, as Kafka's writer does
+            data = memory_snapshot(replica.snapshot_control_records(end_offset), node.applied)
+        else:
+            data = encode_state(node.applied)
+        replica.create_snapshot(end_offset, data, delete_log_before=self.rng.random() < 0.8)
         self.stats.snapshots_created += 1
         self._process(node, replica.take_output())
 
@@ -458,7 +571,12 @@ class SimulatedCluster:
             if node.replica is None:
                 self._start(node)
         leader = self._stable_leader()
-        if leader is not None and len(self.voter_ids) > 1 and self.rng.random() < 0.5:
+        if (
+            leader is not None
+            and leader.replica is not None
+            and len(leader.replica.voters) > 1
+            and self.rng.random() < 0.5
+        ):
             # Fail-over measurement: kill the leader of the healed cluster once.
             self.failover = True
             self._crash(leader)
@@ -486,6 +604,8 @@ class SimulatedCluster:
             if replica.is_leader:
                 any_leader = True
                 self._check_leader(node, epoch)
+            if self.dynamic:
+                self._check_committed_voters(node, replica)
         if any_leader and self._leaderless_since is not None:
             self.stats.leaderless_ms.append(self.now - self._leaderless_since)
             self._leaderless_since = None
@@ -549,15 +669,16 @@ class SimulatedCluster:
             assert replica is not None
             if not replica.is_leader or replica.describe_quorum().high_watermark < 0:
                 continue
+            voters = replica.voters
             followers = sum(
                 1
                 for n in self._alive()
-                if n.voter
+                if n.node_id in voters
                 and n.replica is not None
                 and n.replica.epoch == replica.epoch
                 and n.replica.leader_id == node.node_id
             )
-            if followers >= len(self.voter_ids) // 2 + 1:
+            if followers >= len(voters) // 2 + 1:
                 return node
         return None
 
@@ -578,9 +699,10 @@ def replay(
     *,
     config: QuorumConfig = SIM_CONFIG,
     trace: bool = False,
+    dynamic: bool = False,
 ) -> SimulationStats:
     """Rerun the schedule of ``seed`` (raises ``SimulationFailure`` as the test did)."""
-    cluster = SimulatedCluster(seed, voters, observers, config=config)
+    cluster = SimulatedCluster(seed, voters, observers, config=config, dynamic=dynamic)
     if trace:
         cluster.trace = []
     try:

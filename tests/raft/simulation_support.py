@@ -4,9 +4,12 @@ state (committed values) it snapshots. See ``simulation.py``."""
 from __future__ import annotations
 
 import struct
+import uuid
 from dataclasses import dataclass, field
 
 from pykbroker.raft import ElectionState, MemoryLog, QuorumConfig, RaftReplica
+from pykbroker.raft.memory_log import decode_batches
+from pykbroker.raft.voter_set import Endpoint, ReplicaKey, VoterNode
 
 SIM_CONFIG = QuorumConfig(
     controller_quorum_election_timeout_ms=100,
@@ -62,6 +65,13 @@ class SimulationStats:
     #: Simulated ms from killing the leader of a healed cluster to a new committed leader.
     failover_ms: list[int] = field(default_factory=list)
     max_epoch: int = 0
+    #: KIP-853 schedules: AddRaftVoter/RemoveRaftVoter sent, answered NO_ERROR, answered with
+    #: an error (REQUEST_TIMED_OUT, DUPLICATE_VOTER, ...).
+    voter_changes_requested: int = 0
+    voter_changes_committed: int = 0
+    voter_changes_refused: int = 0
+    #: Leaders that resigned because they removed themselves.
+    removed_leaders: int = 0
 
     def merge(self, other: SimulationStats) -> None:
         for name, value in vars(other).items():
@@ -92,6 +102,23 @@ class SimNode:
 
 def encode_state(values: list[bytes]) -> bytes:
     return b"".join(_SIZE.pack(len(v)) + v for v in values)
+
+
+def directory_id(node_id: int) -> uuid.UUID:
+    """The simulated node's metadata ``directory.id``."""
+    return uuid.UUID(int=(node_id << 64) | 0xD1)
+
+
+def voter_node(node_id: int) -> VoterNode:
+    return VoterNode(
+        ReplicaKey(node_id, directory_id(node_id)),
+        (Endpoint("CONTROLLER", f"node{node_id}", 9093),),
+    )
+
+
+def decode_memory_snapshot(data: bytes) -> list[bytes]:
+    """The values of a ``memory_snapshot`` (its data batches; control batches skipped)."""
+    return [v for b in decode_batches(data) if not b.is_control for v in b.records]
 
 
 def decode_state(data: bytes) -> list[bytes]:

@@ -18,6 +18,8 @@ from pykbroker.raft import QuorumConfig, RaftReplica
 from .simulation import SimulatedCluster, SimulationFailure, SimulationStats, replay
 
 CLUSTERS = [(3, 1), (3, 2), (5, 1), (5, 2), (1, 1)]
+#: KIP-853 schedules: initial voters + observers that the admin client adds and removes.
+DYNAMIC_CLUSTERS = [(3, 2), (1, 2), (5, 1), (3, 1)]
 SEEDS = st.integers(min_value=0, max_value=2**32 - 1)
 
 
@@ -41,12 +43,14 @@ def summary(stats: SimulationStats) -> str:
         f"{stats.acknowledged} committed; {stats.leaders_elected} leaders, max epoch "
         f"{stats.max_epoch}; leaderless ms {dist(stats.leaderless_ms)}; election after heal ms "
         f"{dist(stats.heal_election_ms)}; fail-over after killing the leader ms "
-        f"{dist(stats.failover_ms)}"
+        f"{dist(stats.failover_ms)}; voter changes {stats.voter_changes_requested} requested, "
+        f"{stats.voter_changes_committed} committed, {stats.voter_changes_refused} refused"
     )
 
 
-def run_schedules(examples: int, derandomize: bool) -> SimulationStats:
+def run_schedules(examples: int, derandomize: bool, dynamic: bool = False) -> SimulationStats:
     stats = SimulationStats()
+    clusters = DYNAMIC_CLUSTERS if dynamic else CLUSTERS
 
     @settings(
         max_examples=examples,
@@ -56,12 +60,12 @@ def run_schedules(examples: int, derandomize: bool) -> SimulationStats:
         phases=[Phase.explicit, Phase.generate],  # a seed does not shrink meaningfully
         suppress_health_check=list(HealthCheck),
     )
-    @given(seed=SEEDS, cluster=st.sampled_from(CLUSTERS))
+    @given(seed=SEEDS, cluster=st.sampled_from(clusters))
     def schedule(seed: int, cluster: tuple[int, int]) -> None:
-        stats.merge(SimulatedCluster(seed, *cluster).run())
+        stats.merge(SimulatedCluster(seed, *cluster, dynamic=dynamic).run())
 
     schedule()
-    print("\nraft simulation:", summary(stats))
+    print(f"\nraft simulation{' (dynamic quorum)' if dynamic else ''}:", summary(stats))
     return stats
 
 
@@ -73,10 +77,27 @@ def test_two_thousand_seeded_schedules_keep_raft_safe_and_live() -> None:
     assert stats.failover_ms
 
 
+def test_schedules_that_add_and_remove_voters_keep_raft_safe_and_live() -> None:
+    """KIP-853: voters added and removed one at a time (the leader too) while crashes,
+    partitions, drops and snapshots happen; the voter set at every committed offset agrees."""
+    stats = run_schedules(500, derandomize=True, dynamic=True)
+    assert stats.schedules >= 450
+    assert stats.voter_changes_committed > 50
+    assert stats.voter_changes_refused > 0
+    assert stats.acknowledged > 0
+    assert stats.snapshots_installed > 0
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(7_200)
 def test_many_more_random_schedules_keep_raft_safe_and_live() -> None:
     run_schedules(30_000, derandomize=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(7_200)
+def test_many_more_random_schedules_with_voter_changes() -> None:
+    run_schedules(10_000, derandomize=False, dynamic=True)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from typing import Any
 _MODULES = (
     "add_offsets_to_txn",
     "add_partitions_to_txn",
+    "add_raft_voter",
     "alter_configs",
     "api_versions",
     "consumer_group_describe",
@@ -47,6 +48,7 @@ _MODULES = (
     "offset_fetch",
     "offset_for_leader_epoch",
     "produce",
+    "remove_raft_voter",
     "sync_group",
     "txn_offset_commit",
     "unregister_broker",

@@ -8,8 +8,9 @@ returns its answer (on the CONTROLLER listener a non-leader answers NOT_LEADER_O
 the partition). Requested topics are ignored: the metadata partition is always described.
 
 Per version: v1 adds the fetch timestamps; v2 (KIP-853) adds error messages, replica directory
-ids (always the zero uuid: pykbroker has no directory ids in the quorum) and ``nodes`` with the
-voters' CONTROLLER endpoints from ``controller.quorum.voters``.
+ids (each voter's ``directory.id`` from the VotersRecord, the zero uuid with static
+``controller.quorum.voters``) and ``nodes`` with the voters' CONTROLLER endpoints (static, or
+the latest VotersRecord's with ``controller.quorum.bootstrap.servers``).
 """
 
 from __future__ import annotations
