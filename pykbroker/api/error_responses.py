@@ -55,6 +55,7 @@ _MIRRORS: dict[int, list[tuple[str, str, dict[str, str]]]] = {
             {"resource_type": "resource_type", "resource_name": "resource_name"},
         )
     ],
+    45: [("topics", "responses", {"name": "name"})],
     61: [("topics", "topics", {"name": "name"})],
     65: [("transactional_ids", "transaction_states", {"": "transactional_id"})],
     69: [("group_ids", "groups", {"": "group_id"})],
@@ -72,6 +73,7 @@ _PARTITIONS: dict[int, tuple[str, str, str, str]] = {
     24: ("partitions", "results_by_partition", "", "partition_index"),
     28: ("partitions", "partitions", "partition_index", "partition_index"),
     43: ("partitions", "partition_result", "", "partition_id"),
+    45: ("partitions", "partitions", "partition_index", "partition_index"),
     61: ("partition_indexes", "partitions", "", "partition_index"),
 }
 #: the partition error field, where it is not ``error_code``

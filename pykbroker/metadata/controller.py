@@ -14,10 +14,11 @@ per module:
   elections by ``partition_change`` / ``leader_election``.
 - ``config_control``: IncrementalAlterConfigs and AlterConfigs (ConfigRecords for topics and
   brokers).
+- ``reassignment``: AlterPartitionReassignments and ListPartitionReassignments (KIP-455).
 - here: producer id blocks (AllocateProducerIds) and the background task that heartbeats,
   fences silent brokers and rebalances leaders.
 
-Not implemented: reassignments, ELR.
+Not implemented: ELR.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .broker_lifecycle import BrokerLifecycleControl
 from .config_control import AlterConfigOp, AlterConfigsResource, AlterConfigsResult, ConfigControl
 from .controller_base import METADATA_VERSION, ZERO_UUID, ControllerChannel, MetadataRaft
 from .partition_change import NO_LEADER
+from .reassignment import ReassignmentControl
 from .records import record
 from .replication_control import (
     AlterPartitionItem,
@@ -83,7 +85,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class QuorumController(TopicControl, BrokerLifecycleControl, ReplicationControl, ConfigControl):
+class QuorumController(
+    TopicControl, BrokerLifecycleControl, ReplicationControl, ConfigControl, ReassignmentControl
+):
     """This node's controller: active when it leads the Raft quorum, forwarding otherwise."""
 
     async def allocate_producer_ids(self, block_size: int) -> int:

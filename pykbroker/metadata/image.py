@@ -30,6 +30,15 @@ class PartitionRegistration:
     partition_epoch: int
     #: 0 RECOVERED, 1 RECOVERING (after an unclean election, until the leader reports back).
     leader_recovery_state: int = 0
+    #: A reassignment in progress (KIP-455): the replicas it removes once the ones it adds
+    #: have joined the ISR (both are in ``replicas`` meanwhile).
+    removing_replicas: tuple[int, ...] = ()
+    adding_replicas: tuple[int, ...] = ()
+
+    @property
+    def is_reassigning(self) -> bool:
+        """Kafka's ``PartitionRegistration.isReassigning``."""
+        return bool(self.removing_replicas or self.adding_replicas)
 
     @property
     def preferred_leader(self) -> int:
@@ -49,11 +58,15 @@ class PartitionRegistration:
             leader, leader_epoch = change["leader"], self.leader_epoch + 1
         replicas = change.get("replicas")
         isr = change.get("isr")
+        removing = change.get("removing_replicas")
+        adding = change.get("adding_replicas")
         recovery = change.get("leader_recovery_state", -1)
         return replace(
             self,
             replicas=tuple(replicas) if replicas is not None else self.replicas,
             isr=tuple(isr) if isr is not None else self.isr,
+            removing_replicas=tuple(removing) if removing is not None else self.removing_replicas,
+            adding_replicas=tuple(adding) if adding is not None else self.adding_replicas,
             leader=leader,
             leader_epoch=leader_epoch,
             partition_epoch=self.partition_epoch + 1,
@@ -172,6 +185,8 @@ class MetadataDelta:
                 leader_epoch=data["leader_epoch"],
                 partition_epoch=data["partition_epoch"],
                 leader_recovery_state=data.get("leader_recovery_state", 0),
+                removing_replicas=tuple(data.get("removing_replicas") or ()),
+                adding_replicas=tuple(data.get("adding_replicas") or ()),
             )
         elif message is schemas.PARTITION_CHANGE_RECORD:
             self._replay_partition_change(data)

@@ -29,8 +29,11 @@ controller runs preferred elections for partitions not led by their first replic
 1000 a round, Kafka's ``maxElectionsPerImbalance``; ``leader.imbalance.per.broker.percentage``
 is not used, as in Kafka's KRaft controller).
 
-Not implemented: ELR (KIP-966), reassignments (AlterPartitionReassignments), log directory
-checks, NEW_LEADER_ELECTED (only reassignments can move a leader through AlterPartition).
+An AlterPartition whose ISR completes a reassignment (``reassignment``) that removes the
+leader moves leadership: the change is committed and the answer is NEW_LEADER_ELECTED, as Kafka
+answers; the old leader learns the new state from the metadata.
+
+Not implemented: ELR (KIP-966), log directory checks.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from .image import MetadataImage, PartitionRegistration
 from .leader_election import is_active, preferred_leader_changes, unclean_enabled
 from .partition_change import (
     NO_LEADER,
+    NO_LEADER_CHANGE,
     RECOVERED,
     RECOVERING,
     Election,
@@ -342,6 +346,17 @@ class ReplicationControl(ControllerBase):
                 records.append(change)
                 partition = partition.merge(change.data)
                 image = image.apply([change])
+                if change.data["leader"] not in (broker_id, NO_LEADER_CHANGE):
+                    # Only completing a reassignment moves the leader here (Kafka's answer).
+                    log.info(
+                        "AlterPartition from broker %d for %s-%d completed the ongoing "
+                        "partition reassignment and triggered a leadership change",
+                        broker_id,
+                        topic.name,
+                        item.partition_index,
+                    )
+                    results.append(_answer(item, ErrorCode.NEW_LEADER_ELECTED))
+                    continue
             results.append(_answer(item, ErrorCode.NO_ERROR, partition))
         if records:
             await self._commit(records, deadline)

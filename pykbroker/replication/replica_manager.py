@@ -2,9 +2,10 @@
 
 Mirrors Kafka's ``ReplicaManager`` (with its ISR expiration task and ``AlterPartitionManager``).
 It follows the metadata image: when a partition names this broker as a replica, the partition
-and its log exist here; when its topic is removed, its log is deleted; leadership and the
-committed ISR come from the image (``Partition.update``) and the partitions this broker follows
-are published to the replica fetcher manager (``add_follower_listener``).
+and its log exist here; when its topic is removed or the broker leaves its replicas (a completed
+reassignment), the partition stops and its log is deleted; leadership and the committed ISR come
+from the image (``Partition.update``) and the partitions this broker follows are published to the
+replica fetcher manager (``add_follower_listener``).
 
 ``append_records`` validates and appends produce data to leader partitions; with ``acks=all``
 it first answers NOT_ENOUGH_REPLICAS when the committed ISR is smaller than
@@ -164,12 +165,19 @@ class ReplicaManager:
     # -- following the metadata -------------------------------------------------------------
 
     def on_metadata_update(self, old: MetadataImage, new: MetadataImage) -> None:
-        """Create partitions this broker now hosts; delete those of removed topics."""
+        """Create partitions this broker now hosts; delete those of removed topics and those
+        this broker is no longer a replica of (a completed reassignment moved them away: Kafka's
+        ``ReplicaManager.applyDelta`` stops and deletes them)."""
         self._image = new
         for topic_id, topic in old.topics_by_id.items():
             if topic_id not in new.topics_by_id:
                 for index in topic.partitions:
                     self._remove_partition((topic.name, index))
+        for tp, hosted in list(self.partitions.items()):
+            still = new.topics_by_id.get(hosted.topic_id)
+            registration = still.partitions.get(tp[1]) if still is not None else None
+            if registration is None or self.node_id not in registration.replicas:
+                self._remove_partition(tp)
         # Dynamic broker configs (Kafka's DynamicLogConfig) are the defaults under topic overrides.
         defaults = dynamic_topic_defaults(new, self.node_id)
         for topic in new.topics.values():

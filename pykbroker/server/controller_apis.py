@@ -29,12 +29,14 @@ from pykbroker.api.context import RequestContext
 from pykbroker.api.error_responses import error_response
 from pykbroker.api.handlers import (
     alter_configs,
+    alter_partition_reassignments,
     api_versions,
     create_partitions,
     create_topics,
     delete_topics,
     elect_leaders,
     incremental_alter_configs,
+    list_partition_reassignments,
     unregister_broker,
 )
 from pykbroker.api.handlers.describe_quorum import describe_quorum_locally
@@ -265,6 +267,12 @@ CONTROLLER_HANDLERS: dict[int, Handler] = {
     ApiKey.INCREMENTAL_ALTER_CONFIGS: _controller_only(
         incremental_alter_configs.handle_forwarded, ApiKey.INCREMENTAL_ALTER_CONFIGS
     ),
+    ApiKey.ALTER_PARTITION_REASSIGNMENTS: _controller_only(
+        alter_partition_reassignments.handle, ApiKey.ALTER_PARTITION_REASSIGNMENTS
+    ),
+    ApiKey.LIST_PARTITION_REASSIGNMENTS: _controller_only(
+        list_partition_reassignments.handle, ApiKey.LIST_PARTITION_REASSIGNMENTS
+    ),
 }
 CONTROLLER_HANDLERS.update({key: _raft_handler(key) for key in _RAFT_APIS})
 
@@ -283,5 +291,7 @@ CONTROLLER_SUPPORTED: dict[int, tuple[int, int]] = {
     ApiKey.UNREGISTER_BROKER: (0, 0),
     ApiKey.ALTER_CONFIGS: (0, 2),
     ApiKey.INCREMENTAL_ALTER_CONFIGS: (0, 1),
+    ApiKey.ALTER_PARTITION_REASSIGNMENTS: (0, 1),
+    ApiKey.LIST_PARTITION_REASSIGNMENTS: (0, 0),
     **{key: wire.version_range(key) for key in _RAFT_APIS},
 }
