@@ -4,9 +4,8 @@ errors, and the dynamic broker configs that become topic defaults."""
 
 from __future__ import annotations
 
-import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -21,64 +20,24 @@ from pykbroker.metadata.config_control import (
     dynamic_topic_defaults,
 )
 from pykbroker.metadata.controller import QuorumController
-from pykbroker.metadata.image import MetadataImage
-from pykbroker.metadata.metadata_log import MetadataLog
 from pykbroker.metadata.records import record
-from pykbroker.raft import LeaderAndEpoch
-from pykbroker.server.raft_log import METADATA_PARTITION_DIR, KafkaReplicatedLog
-
-
-class CommittingRaft:
-    """A one-voter Raft leader that commits each batch as soon as it is appended."""
-
-    def __init__(self, log: KafkaReplicatedLog) -> None:
-        self.log = log
-        self.leader_and_epoch = LeaderAndEpoch(1, 1)
-        self.controller: QuorumController | None = None
-        self.batches = 0
-
-    def append(self, records: Sequence[bytes]) -> int:
-        self.batches += 1
-        offset = self.log.append_as_leader(list(records), 1).last_offset
-        assert self.controller is not None
-        self.controller.handle_commit(self.log.log_end_offset)
-        return offset
+from tests.metadata.controller_support import CommittingRaft, committing_controller
 
 
 @asynccontextmanager
 async def controller(tmp_path: Path) -> AsyncIterator[tuple[QuorumController, CommittingRaft]]:
-    log = KafkaReplicatedLog.open(tmp_path / METADATA_PARTITION_DIR)
-    raft = CommittingRaft(log)
-    control = QuorumController(
-        MetadataLog(log.log),
-        raft,
-        node_id=1,
-        default_num_partitions=1,
-        default_replication_factor=1,
-        clock=lambda: 0,
-        commit_timeout_ms=5000,
-        rng=random.Random(1),
-    )
-    raft.controller = control
-    control.image = MetadataImage().apply(
-        [
-            record(schemas.TOPIC_RECORD, name="t", topic_id=uuid.UUID(int=7)),
-            record(
-                schemas.CONFIG_RECORD,
-                resource_type=TOPIC_RESOURCE,
-                resource_name="t",
-                name="retention.ms",
-                value="1000",
-            ),
-        ],
-        -1,
-    )
-    control.handle_leader_change(raft.leader_and_epoch)
-    assert control.is_active
-    try:
-        yield control, raft
-    finally:
-        log.close()
+    records = [
+        record(schemas.TOPIC_RECORD, name="t", topic_id=uuid.UUID(int=7)),
+        record(
+            schemas.CONFIG_RECORD,
+            resource_type=TOPIC_RESOURCE,
+            resource_name="t",
+            name="retention.ms",
+            value="1000",
+        ),
+    ]
+    async with committing_controller(tmp_path, records) as started:
+        yield started
 
 
 def topic(*ops: tuple[str, str | None, OpType], name: str = "t") -> AlterConfigsResource:

@@ -6,9 +6,8 @@ a new registration. Also this broker's own ``controlled_shutdown`` loop."""
 
 from __future__ import annotations
 
-import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -20,61 +19,22 @@ from pykbroker.metadata.broker_lifecycle import BrokerHeartbeatReply
 from pykbroker.metadata.controller import AlterPartitionItem, QuorumController
 from pykbroker.metadata.image import MetadataImage, PartitionRegistration
 from pykbroker.metadata.leader_election import broker_fenced_changes
-from pykbroker.metadata.metadata_log import MetadataLog
 from pykbroker.metadata.partition_change import NO_LEADER
 from pykbroker.metadata.records import MetadataRecord, record
-from pykbroker.raft import LeaderAndEpoch
-from pykbroker.server.raft_log import METADATA_PARTITION_DIR, KafkaReplicatedLog
+from tests.metadata.controller_support import broker_record, committing_controller, partition_record
 
 TOPIC_ID = uuid.UUID(int=7)
 
 
-class CommittingRaft:
-    """A one-voter Raft leader that commits each batch as soon as it is appended."""
-
-    def __init__(self, log: KafkaReplicatedLog) -> None:
-        self.log = log
-        self.leader_and_epoch = LeaderAndEpoch(1, 1)
-        self.controller: QuorumController | None = None
-
-    def append(self, records: Sequence[bytes]) -> int:
-        offset = self.log.append_as_leader(list(records), 1).last_offset
-        assert self.controller is not None
-        self.controller.handle_commit(self.log.log_end_offset)
-        return offset
-
-
 def epoch_of(broker_id: int) -> int:
-    return broker_id * 10
+    return broker_id * 10  # controller_support.broker_record's broker epoch
 
 
-def broker(broker_id: int) -> MetadataRecord:
-    return record(
-        schemas.REGISTER_BROKER_RECORD,
-        broker_id=broker_id,
-        incarnation_id=uuid.UUID(int=broker_id),
-        broker_epoch=epoch_of(broker_id),
-        end_points=[],
-        features=[],
-        rack=None,
-        fenced=False,
-    )
+broker = broker_record
 
 
 def partition(index: int, replicas: list[int], isr: list[int], leader: int) -> MetadataRecord:
-    return record(
-        schemas.PARTITION_RECORD,
-        partition_id=index,
-        topic_id=TOPIC_ID,
-        replicas=replicas,
-        isr=isr,
-        removing_replicas=[],
-        adding_replicas=[],
-        leader=leader,
-        leader_epoch=0,
-        partition_epoch=0,
-        directories=[],
-    )
+    return partition_record(TOPIC_ID, index, replicas, isr, leader)
 
 
 def base_records(*partitions: MetadataRecord) -> list[MetadataRecord]:
@@ -91,26 +51,8 @@ def base_records(*partitions: MetadataRecord) -> list[MetadataRecord]:
 async def controller_with(
     tmp_path: Path, *partitions: MetadataRecord
 ) -> AsyncIterator[QuorumController]:
-    log = KafkaReplicatedLog.open(tmp_path / METADATA_PARTITION_DIR)
-    raft = CommittingRaft(log)
-    controller = QuorumController(
-        MetadataLog(log.log),
-        raft,
-        node_id=1,
-        default_num_partitions=1,
-        default_replication_factor=1,
-        clock=lambda: 0,
-        commit_timeout_ms=5000,
-        rng=random.Random(1),
-    )
-    raft.controller = controller
-    controller.image = MetadataImage().apply(base_records(*partitions), -1)
-    controller.handle_leader_change(raft.leader_and_epoch)
-    assert controller.is_active
-    try:
+    async with committing_controller(tmp_path, base_records(*partitions)) as (controller, _):
         yield controller
-    finally:
-        log.close()
 
 
 def parts(controller: QuorumController) -> dict[int, PartitionRegistration]:

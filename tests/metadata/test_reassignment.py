@@ -6,7 +6,6 @@ forwards, and Kafka's errors and messages."""
 
 from __future__ import annotations
 
-import random
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -17,7 +16,7 @@ from pykbroker.api.protocol.api_keys import ApiKey
 from pykbroker.api.protocol.errors import ErrorCode
 from pykbroker.metadata import schemas
 from pykbroker.metadata.controller import AlterPartitionItem, QuorumController
-from pykbroker.metadata.image import MetadataImage, PartitionRegistration
+from pykbroker.metadata.image import PartitionRegistration
 from pykbroker.metadata.metadata_log import MetadataLog
 from pykbroker.metadata.reassignment import (
     OngoingPartitionReassignment,
@@ -25,38 +24,18 @@ from pykbroker.metadata.reassignment import (
     ReassignablePartitionResponse,
 )
 from pykbroker.metadata.records import MetadataRecord, record
-from pykbroker.raft import LeaderAndEpoch
 from pykbroker.server.raft_log import METADATA_PARTITION_DIR, KafkaReplicatedLog
+from tests.metadata.controller_support import (
+    CommittingRaft,
+    broker_record,
+    committing_controller,
+    partition_record,
+)
 
 TOPIC_ID = uuid.UUID(int=7)
 
 
-class CommittingRaft:
-    """A one-voter Raft leader that commits each batch as soon as it is appended."""
-
-    def __init__(self, log: KafkaReplicatedLog, leader: int = 1) -> None:
-        self.log = log
-        self.leader_and_epoch = LeaderAndEpoch(leader, 1)
-        self.controller: QuorumController | None = None
-
-    def append(self, records: Sequence[bytes]) -> int:
-        offset = self.log.append_as_leader(list(records), 1).last_offset
-        assert self.controller is not None
-        self.controller.handle_commit(self.log.log_end_offset)
-        return offset
-
-
-def broker(broker_id: int, fenced: bool = False) -> MetadataRecord:
-    return record(
-        schemas.REGISTER_BROKER_RECORD,
-        broker_id=broker_id,
-        incarnation_id=uuid.UUID(int=broker_id),
-        broker_epoch=broker_id * 10,
-        end_points=[],
-        features=[],
-        rack=None,
-        fenced=fenced,
-    )
+broker = broker_record
 
 
 def partition(
@@ -68,18 +47,8 @@ def partition(
     adding: Sequence[int] = (),
     removing: Sequence[int] = (),
 ) -> MetadataRecord:
-    return record(
-        schemas.PARTITION_RECORD,
-        partition_id=index,
-        topic_id=TOPIC_ID,
-        replicas=replicas,
-        isr=isr,
-        removing_replicas=list(removing),
-        adding_replicas=list(adding),
-        leader=leader,
-        leader_epoch=0,
-        partition_epoch=0,
-        directories=[],
+    return partition_record(
+        TOPIC_ID, index, replicas, isr, leader, adding=adding, removing=removing
     )
 
 
@@ -87,37 +56,16 @@ def partition(
 async def controller_with(
     tmp_path: Path, *partitions: MetadataRecord, configs: Sequence[MetadataRecord] = ()
 ) -> AsyncIterator[QuorumController]:
-    log = KafkaReplicatedLog.open(tmp_path / METADATA_PARTITION_DIR)
-    raft = CommittingRaft(log)
-    controller = QuorumController(
-        MetadataLog(log.log),
-        raft,
-        node_id=1,
-        default_num_partitions=1,
-        default_replication_factor=1,
-        clock=lambda: 0,
-        commit_timeout_ms=5000,
-        rng=random.Random(1),
-    )
-    raft.controller = controller
-    controller.image = MetadataImage().apply(
-        [
-            broker(1),
-            broker(2),
-            broker(3),
-            broker(4, fenced=True),
-            record(schemas.TOPIC_RECORD, name="t", topic_id=TOPIC_ID),
-            *partitions,
-            *configs,
-        ],
-        -1,
-    )
-    controller.handle_leader_change(raft.leader_and_epoch)
-    assert controller.is_active
-    try:
+    base = [
+        broker(1),
+        broker(2),
+        broker(3),
+        broker(4, fenced=True),
+        record(schemas.TOPIC_RECORD, name="t", topic_id=TOPIC_ID),
+    ]
+    records = [*base, *partitions, *configs]
+    async with committing_controller(tmp_path, records) as (controller, _):
         yield controller
-    finally:
-        log.close()
 
 
 def part(controller: QuorumController, index: int = 0) -> PartitionRegistration:

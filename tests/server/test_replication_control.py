@@ -4,9 +4,8 @@ errors, the leader rebalance, and CreateTopics placement/validation with fenced 
 
 from __future__ import annotations
 
-import random
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -15,93 +14,33 @@ import pytest
 from pykbroker.api.protocol.errors import ErrorCode, KafkaError
 from pykbroker.metadata import schemas
 from pykbroker.metadata.controller import AlterPartitionItem, CreateTopicRequest, QuorumController
-from pykbroker.metadata.image import MetadataImage, PartitionRegistration
-from pykbroker.metadata.metadata_log import MetadataLog
+from pykbroker.metadata.image import PartitionRegistration
 from pykbroker.metadata.partition_change import NO_LEADER, RECOVERING
 from pykbroker.metadata.records import MetadataRecord, record
-from pykbroker.raft import LeaderAndEpoch
-from pykbroker.server.raft_log import METADATA_PARTITION_DIR, KafkaReplicatedLog
+from tests.metadata.controller_support import broker_record, committing_controller, partition_record
 
 TOPIC_ID = uuid.UUID(int=9)
 
 
-class CommittingRaft:
-    """A one-voter Raft leader that commits each batch as soon as it is appended."""
-
-    def __init__(self, log: KafkaReplicatedLog) -> None:
-        self.log = log
-        self.leader_and_epoch = LeaderAndEpoch(1, 1)
-        self.controller: QuorumController | None = None
-
-    def append(self, records: Sequence[bytes]) -> int:
-        offset = self.log.append_as_leader(list(records), 1).last_offset
-        assert self.controller is not None
-        self.controller.handle_commit(self.log.log_end_offset)
-        return offset
-
-
-def broker(broker_id: int, fenced: bool = False) -> MetadataRecord:
-    return record(
-        schemas.REGISTER_BROKER_RECORD,
-        broker_id=broker_id,
-        incarnation_id=uuid.UUID(int=broker_id),
-        broker_epoch=broker_id * 10,
-        end_points=[],
-        features=[],
-        rack=None,
-        fenced=fenced,
-    )
+broker = broker_record
 
 
 def partition(index: int, replicas: list[int], isr: list[int], leader: int) -> MetadataRecord:
-    return record(
-        schemas.PARTITION_RECORD,
-        partition_id=index,
-        topic_id=TOPIC_ID,
-        replicas=replicas,
-        isr=isr,
-        removing_replicas=[],
-        adding_replicas=[],
-        leader=leader,
-        leader_epoch=0,
-        partition_epoch=0,
-        directories=[],
-    )
+    return partition_record(TOPIC_ID, index, replicas, isr, leader)
 
 
 @asynccontextmanager
 async def controller_with(
     tmp_path: Path, *records: MetadataRecord
 ) -> AsyncIterator[QuorumController]:
-    log = KafkaReplicatedLog.open(tmp_path / METADATA_PARTITION_DIR)
-    raft = CommittingRaft(log)
-    controller = QuorumController(
-        MetadataLog(log.log),
-        raft,
-        node_id=1,
-        default_num_partitions=1,
-        default_replication_factor=1,
-        clock=lambda: 0,
-        commit_timeout_ms=5000,
-        rng=random.Random(1),
-    )
-    raft.controller = controller
-    controller.image = MetadataImage().apply(
-        [
-            broker(1),
-            broker(2),
-            broker(3, fenced=True),
-            record(schemas.TOPIC_RECORD, name="t", topic_id=TOPIC_ID),
-            *records,
-        ],
-        -1,
-    )
-    controller.handle_leader_change(raft.leader_and_epoch)
-    assert controller.is_active
-    try:
+    base = [
+        broker(1),
+        broker(2),
+        broker(3, fenced=True),
+        record(schemas.TOPIC_RECORD, name="t", topic_id=TOPIC_ID),
+    ]
+    async with committing_controller(tmp_path, [*base, *records]) as (controller, _):
         yield controller
-    finally:
-        log.close()
 
 
 def parts(controller: QuorumController) -> dict[int, PartitionRegistration]:
