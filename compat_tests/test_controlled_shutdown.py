@@ -17,12 +17,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from .conftest import LIBRDKAFKA_LOG, REFERENCE, STOP_TIMEOUT_S
 from .helpers import wait_until
 from .test_cluster import ProcessCluster
+from .test_replication import _leader_and_isr as leader_and_isr
+from .test_replication import _read_values as read_values
 
 pytestmark = pytest.mark.skipif(REFERENCE == "tansu", reason="pykbroker's KRaft cluster only")
 
@@ -49,14 +51,7 @@ def cluster(tmp_path: Path) -> Iterator[ProcessCluster]:
 
 
 def _leader_and_isr(bootstrap: str) -> tuple[int, list[int]] | None:
-    metadata = AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG}).list_topics(
-        TOPIC, timeout=5
-    )
-    topic = metadata.topics.get(TOPIC)
-    if topic is None or topic.error is not None or 0 not in topic.partitions:
-        return None
-    partition = topic.partitions[0]
-    return partition.leader, sorted(partition.isrs)
+    return leader_and_isr(bootstrap, TOPIC)
 
 
 class LoadProducer:
@@ -111,29 +106,6 @@ class LoadProducer:
         return max(b - a for a, b in itertools.pairwise(times))
 
 
-def _read_all(bootstrap: str, expected: int) -> list[int]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "shutdown-reader",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "logger": LIBRDKAFKA_LOG,
-        }
-    )
-    values: list[int] = []
-    try:
-        consumer.subscribe([TOPIC])
-        deadline = time.monotonic() + 60
-        while len(values) < expected and time.monotonic() < deadline:  # bounded by the deadline
-            message = consumer.poll(0.5)
-            if message is not None and not message.error():
-                values.append(int(message.value()))
-    finally:
-        consumer.close()
-    return values
-
-
 def test_sigterm_moves_leadership_before_the_leader_exits(cluster: ProcessCluster) -> None:
     bootstrap = cluster.bootstrap()
     client = AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG})
@@ -182,7 +154,7 @@ def test_sigterm_moves_leadership_before_the_leader_exits(cluster: ProcessCluste
     )
     assert not load.errors, load.errors[:5]
     acknowledged = sorted(v for v, _ in load.acks)
-    values = _read_all(survivors, len(acknowledged))
+    values = read_values(survivors, TOPIC, "shutdown-reader", len(acknowledged))
     assert len(values) == len(set(values))  # idempotent: no duplicates
     assert set(acknowledged) <= set(values)  # no acknowledged record lost
     assert values == sorted(values)  # in order

@@ -37,15 +37,41 @@ from .test_cluster import ProcessCluster, cluster  # noqa: F401 - the fixture
 TOPIC = "replicated"
 
 
-def _leader_and_isr(bootstrap: str) -> tuple[int, list[int]] | None:
+def _leader_and_isr(bootstrap: str, topic_name: str = TOPIC) -> tuple[int, list[int]] | None:
+    """Partition 0's leader and sorted ISR, once the topic's metadata has it."""
     metadata = AdminClient({"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG}).list_topics(
-        TOPIC, timeout=5
+        topic_name, timeout=5
     )
-    topic = metadata.topics.get(TOPIC)
+    topic = metadata.topics.get(topic_name)
     if topic is None or topic.error is not None or 0 not in topic.partitions:
         return None
     partition = topic.partitions[0]
     return partition.leader, sorted(partition.isrs)
+
+
+def _read_values(bootstrap: str, topic: str, group: str, expected: int) -> list[int]:
+    """The integer values of ``topic`` from the beginning, until ``expected`` were read (or 60 s
+    passed)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "logger": LIBRDKAFKA_LOG,
+        }
+    )
+    values: list[int] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while len(values) < expected and time.monotonic() < deadline:  # bounded by the deadline
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                values.append(int(message.value()))
+    finally:
+        consumer.close()
+    return values
 
 
 def _produce(producer: Producer, start: int, count: int) -> list[int]:
@@ -113,25 +139,7 @@ def test_acks_all_survives_killing_the_partition_leader(
         timeout=60,
         what="the restarted broker back in the ISR",
     )
-    consumer = Consumer(
-        {
-            "bootstrap.servers": cluster.bootstrap(),
-            "group.id": "replicated-reader",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "logger": LIBRDKAFKA_LOG,
-        }
-    )
-    values: list[int] = []
-    try:
-        consumer.subscribe([TOPIC])
-        deadline = time.monotonic() + 60
-        while len(values) < 400 and time.monotonic() < deadline:  # bounded by the deadline
-            message = consumer.poll(0.5)
-            if message is not None and not message.error():
-                values.append(int(message.value()))
-    finally:
-        consumer.close()
+    values = _read_values(cluster.bootstrap(), TOPIC, "replicated-reader", 400)
     assert values == list(range(400))  # every acknowledged record once, in order
 
 

@@ -29,6 +29,7 @@ from tests.server.test_replication import (
     _replica_manager,
     _replicated_configs,
     _same_bytes_up_to_hw,
+    _start_replicated,
 )
 
 TOPIC = "moving"
@@ -108,17 +109,7 @@ async def test_move_an_rf2_partition_with_data_to_another_broker(tmp_path: Path)
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery, _replicated_configs(tmp_path))
         try:
-            await cluster.start(*cluster.configs)
-            active = await wait_for(cluster.leader, 15, "one active controller")
-            await wait_for(
-                lambda: all(
-                    len([b for b in cluster.controller(n).image.brokers.values() if not b.fenced])
-                    == 4
-                    for n in cluster.brokers
-                ),
-                15,
-                "4 unfenced brokers everywhere",
-            )
+            active = await _start_replicated(cluster)
             await _create_topic(cluster, active, TOPIC, [1, 2])
             await wait_for(
                 lambda: (p := _partition(cluster, 1, TOPIC)) is not None and p.is_leader,

@@ -380,23 +380,29 @@ def _same_bytes_up_to_hw(cluster: Cluster, leader: int, followers: list[int], to
     return hw
 
 
+async def _start_replicated(cluster: Cluster) -> int:
+    """Start every node of ``_replicated_configs``; the active controller once all 4 brokers
+    are unfenced in every node's image."""
+    await cluster.start(*cluster.configs)
+    active: int = await wait_for(cluster.leader, 15, "one active controller")
+    await wait_for(
+        lambda: all(
+            len([b for b in cluster.controller(n).image.brokers.values() if not b.fenced]) == 4
+            for n in cluster.brokers
+        ),
+        15,
+        "4 unfenced brokers everywhere",
+    )
+    return active
+
+
 async def test_rf3_replication_isr_shrink_expand_and_min_insync_replicas(tmp_path: Path) -> None:
     """Voters 1-3 and broker-only node 4; the partition lives on the active controller (leader),
     node 4 and one other voter, so both followers can stop with the quorum still alive."""
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery, _replicated_configs(tmp_path))
         try:
-            await cluster.start(*cluster.configs)
-            controller = await wait_for(cluster.leader, 15, "one active controller")
-            await wait_for(
-                lambda: all(
-                    len([b for b in cluster.controller(n).image.brokers.values() if not b.fenced])
-                    == 4
-                    for n in cluster.brokers
-                ),
-                15,
-                "4 unfenced brokers everywhere",
-            )
+            controller = await _start_replicated(cluster)
             voter = next(n for n in (1, 2, 3) if n != controller)
             leader, followers = controller, [4, voter]
             await _create_topic(cluster, leader, "rep", [leader, *followers])
